@@ -1,0 +1,2 @@
+//! In-sandbox agent.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Lifecycle core (filled in by the service work).

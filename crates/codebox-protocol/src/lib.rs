@@ -1,0 +1,1 @@
+//! Host<->agent protocol (filled in by the runtime work).

@@ -1,0 +1,1 @@
+//! Syscall wrappers (filled in by the runtime work).

@@ -1,0 +1,2 @@
+//! The codebox binary.
+fn main() {}
