@@ -4,6 +4,21 @@
 //! shared rate limiter, both of which degrade to local state when Redis is down.
 //!
 //! This crate knows SQL and Redis; it knows nothing of HTTP or Linux.
+//!
+//! Timestamps are stored in UTC with microsecond precision (Postgres' limit):
+//! a record read back equals the one written once its times are truncated to
+//! whole microseconds (see [`truncate_to_micros`]).
+
+mod cache;
+mod convert;
+mod cursor;
+mod limiter;
+mod migration;
+mod open;
+mod postgres;
+mod redis_link;
+mod sql_error;
+mod sqlite;
 
 use std::collections::BTreeMap;
 
@@ -12,6 +27,20 @@ use codebox_types::{
     ApiKeyId, ExecutionId, Resources, SandboxId, SandboxStatus, TerminationReason, UserId,
 };
 use time::OffsetDateTime;
+
+pub use cache::{CachedStore, SANDBOX_CACHE_TTL};
+pub use limiter::{LocalRateLimiter, RateDecision, RateLimiter, RedisRateLimiter};
+pub use open::{open_store, PoolSettings};
+pub use postgres::PostgresStore;
+pub use redis_link::{InvalidRedisUrl, RedisHealth, RedisLink, RedisSettings};
+pub use sqlite::SqliteStore;
+
+/// `at` without its sub-microsecond part, in UTC: what a store gives back.
+pub fn truncate_to_micros(at: OffsetDateTime) -> OffsetDateTime {
+    let nanos = at.unix_timestamp_nanos();
+    OffsetDateTime::from_unix_timestamp_nanos(nanos - nanos.rem_euclid(1000))
+        .expect("the range bounds are whole seconds, so flooring to a microsecond stays inside")
+}
 
 /// A user (tenant).
 #[derive(Debug, Clone, PartialEq)]
