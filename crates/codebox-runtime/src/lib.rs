@@ -6,12 +6,27 @@
 //! pool and the host end of the agent channel; it knows nothing of HTTP or SQL and
 //! holds no `unsafe` (every syscall wrapper lives in `codebox-sys`).
 
+pub mod agent;
+
+pub mod cgroup;
+#[cfg(feature = "fake")]
+pub mod fake;
+#[cfg(feature = "fake")]
+pub mod fake_code;
+pub mod linux;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use codebox_types::{Resources, RuntimeInfo, SandboxId, TerminationReason};
 use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use agent::{
+    CodeEvent, CodeOutput, CodeRequest, CodeStream, ContextInfo, ContextRequest, ExecutionError,
+    ExecutionOutcome, ExecutionResult, ExecutionSummary, Language, MAX_CODE_BYTES,
+};
+pub use linux::{LinuxRuntime, LinuxRuntimeConfig};
 
 /// Per-sandbox limits that are not part of the public `resources` (they come from
 /// config). Defaults are the security requirements' table.
@@ -273,4 +288,40 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Destroys every sandbox and the warm pool (server shutdown).
     async fn shutdown(&self);
+
+    // Stateful code execution (issue 4). A context is one long-lived interpreter
+    // in a sandbox; the types are the agent client's (`agent::code`).
+
+    /// Creates a context and returns once its interpreter waits for code.
+    /// The sandbox's env goes under the request's.
+    async fn create_context(
+        &self,
+        id: &SandboxId,
+        request: ContextRequest,
+    ) -> Result<ContextInfo, RuntimeError>;
+
+    /// The live contexts of a sandbox.
+    async fn list_contexts(&self, id: &SandboxId) -> Result<Vec<ContextInfo>, RuntimeError>;
+
+    /// Queues code on a context; returns once accepted. Executions of one context
+    /// run one at a time in arrival order. Dropping the stream before `Done`
+    /// interrupts the execution (or takes it off the queue).
+    async fn execute_code(
+        &self,
+        id: &SandboxId,
+        request: CodeRequest,
+    ) -> Result<CodeStream, RuntimeError>;
+
+    /// Interrupts the running execution of a context (its state survives).
+    async fn interrupt_context(&self, id: &SandboxId, context: &str) -> Result<(), RuntimeError>;
+
+    /// Replaces a context's interpreter with a fresh one (state lost).
+    async fn restart_context(
+        &self,
+        id: &SandboxId,
+        context: &str,
+    ) -> Result<ContextInfo, RuntimeError>;
+
+    /// Kills a context's interpreter and forgets the context.
+    async fn destroy_context(&self, id: &SandboxId, context: &str) -> Result<(), RuntimeError>;
 }
