@@ -1,1 +1,32 @@
-//! Configuration (filled in by the service work).
+//! The one configuration tree of codebox and how it is assembled: defaults in
+//! code < a YAML file (`--config` / `CODEBOX_CONFIG`, with `${VAR}` substitution)
+//! < environment variables < command-line flags.
+//!
+//! This crate owns the config types, the duration and size grammar, secret
+//! redaction, and the registry of every environment variable ([`env`]), from
+//! which `docs/configuration.md` is checked. It reads the environment once, into
+//! a snapshot, and never writes it; it opens no connections and knows nothing of
+//! HTTP, SQL or sandboxes.
+
+pub mod docs;
+pub mod env;
+mod load;
+mod model;
+pub mod secret;
+pub mod units;
+
+pub use load::{from_file, from_yaml_str, load, validate, CliOverrides, ConfigError, Environment};
+pub use model::{
+    AuthConfig, CodeboxConfig, DatabaseConfig, LimitsConfig, LogFormat, LoggingConfig,
+    MonitoringConfig, RateLimit, RateLimitsConfig, RedisConfig, RetentionConfig, RuntimeConfig,
+    ServerConfig, TemplatesConfig,
+};
+pub use secret::{ConnectionUrl, Secret, REDACTED};
+
+impl CodeboxConfig {
+    /// The effective configuration as YAML, secrets and URL passwords redacted
+    /// (`codebox config print`).
+    pub fn to_redacted_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("the config tree always serialises")
+    }
+}

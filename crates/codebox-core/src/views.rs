@@ -1,0 +1,125 @@
+//! What the core returns, shaped for JSON: the HTTP layer serialises these as the
+//! `data` of its envelope. Timestamps are RFC 3339.
+
+use std::collections::BTreeMap;
+
+use codebox_store::{ExecutionRecord, SandboxRecord};
+use codebox_types::{Resources, SandboxStatus, TerminationReason};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// A sandbox as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SandboxView {
+    pub id: String,
+    pub status: SandboxStatus,
+    pub runtime: String,
+    pub resources: Resources,
+    pub isolation: String,
+    pub metadata: BTreeMap<String, String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ended_at: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub termination_reason: Option<TerminationReason>,
+}
+
+impl From<SandboxRecord> for SandboxView {
+    fn from(record: SandboxRecord) -> Self {
+        Self {
+            id: record.id.to_string(),
+            status: record.status,
+            runtime: record.runtime,
+            resources: record.resources,
+            isolation: record.isolation,
+            metadata: record.metadata,
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            ended_at: record.ended_at,
+            termination_reason: record.termination_reason,
+        }
+    }
+}
+
+/// The result of `run_command`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommandResult {
+    /// Output decoded as UTF-8 (invalid sequences replaced).
+    pub stdout: String,
+    pub stderr: String,
+    /// The exit status; `128 + signal` when killed by a signal, as shells report.
+    pub exit_code: i32,
+    pub timed_out: bool,
+    /// Either stream hit `limits.max_output_bytes`.
+    pub truncated: bool,
+    pub duration_ms: u64,
+}
+
+/// One recorded execution.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExecutionView {
+    pub id: String,
+    pub sandbox_id: String,
+    /// The context of a code execution; `null` for a command.
+    pub context_id: Option<String>,
+    pub language: String,
+    pub status: String,
+    pub exit_code: Option<i32>,
+    /// The context's execution counter for a code execution; `null` for a command.
+    pub execution_count: Option<i64>,
+    pub duration_ms: u64,
+    pub code_size: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<ExecutionRecord> for ExecutionView {
+    fn from(record: ExecutionRecord) -> Self {
+        Self {
+            id: record.id.to_string(),
+            sandbox_id: record.sandbox_id.to_string(),
+            context_id: record.context_id,
+            language: record.language,
+            status: record.status,
+            exit_code: record.exit_code,
+            execution_count: record.execution_count,
+            duration_ms: record.duration_ms,
+            code_size: record.code_size,
+            created_at: record.created_at,
+        }
+    }
+}
+
+/// One dependency's health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckResult {
+    pub name: &'static str,
+    pub ok: bool,
+    /// A short, client-safe reason when not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `/ready`: database, Redis (when configured) and runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReadyReport {
+    pub ready: bool,
+    pub checks: Vec<CheckResult>,
+}
+
+/// What `reconcile` found and fixed at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReconcileReport {
+    /// Leftovers of a crashed run the runtime cleaned up on its own.
+    pub runtime_leftovers: usize,
+    /// Live rows whose sandbox was gone, now `server_restart`.
+    pub ended: usize,
+    /// Runtime sandboxes without a live row, destroyed.
+    pub destroyed: usize,
+}
