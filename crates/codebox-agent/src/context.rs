@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use codebox_protocol::{
     check_bundle, truncate_text, AgentMessage, ContextSpec, ErrorCode, ErrorReport,
     ExecutionOutcome, ExecutionReport, RequestId, Stream, MAX_ERROR_NAME, MAX_ERROR_VALUE,
-    MAX_TRACEBACK,
+    MAX_RESULTS, MAX_RESULTS_BYTES, MAX_TRACEBACK, RESULTS_DROPPED_NOTICE,
 };
 
 use crate::channel::Channel;
@@ -77,6 +77,10 @@ struct Running {
     error_sent: bool,
     forwarded: [u64; 2],
     truncated: [bool; 2],
+    /// Results sent and their bytes, against [`MAX_RESULTS`] / [`MAX_RESULTS_BYTES`].
+    results: usize,
+    result_bytes: usize,
+    results_dropped: bool,
 }
 
 /// One context.
@@ -174,6 +178,9 @@ impl Context {
             error_sent: false,
             forwarded: [0; 2],
             truncated: [false; 2],
+            results: 0,
+            result_bytes: 0,
+            results_dropped: false,
         });
     }
 
@@ -449,7 +456,7 @@ impl Context {
         truncated: bool,
         channel: &mut Channel,
     ) {
-        let Some(running) = self.running.as_ref() else {
+        let Some(running) = self.running.as_mut() else {
             return;
         };
         let (bundle, replaced) = match check_bundle(data) {
@@ -457,13 +464,22 @@ impl Context {
             Err(replacement) => (replacement, true),
         };
         let json = serde_json::to_vec(&bundle).expect("a map of strings serializes");
-        let id = running.execution.id;
-        channel.send_data(id, Stream::Result, &json);
-        channel.send(&AgentMessage::ExecutionResult {
-            id,
-            is_main_result: main,
-            truncated: truncated || replaced,
-        });
+        if !running.admit_result(json.len()) {
+            if !std::mem::replace(&mut running.results_dropped, true) {
+                let notice =
+                    BTreeMap::from([("text/plain".to_owned(), RESULTS_DROPPED_NOTICE.to_owned())]);
+                let json = serde_json::to_vec(&notice).expect("a map of strings serializes");
+                send_result(running.execution.id, &json, false, true, channel);
+            }
+            return;
+        }
+        send_result(
+            running.execution.id,
+            &json,
+            main,
+            truncated || replaced,
+            channel,
+        );
     }
 
     fn on_error(
@@ -605,7 +621,30 @@ impl Context {
     }
 }
 
+/// One result bundle (JSON) of execution `id`, then its end marker.
+fn send_result(id: RequestId, json: &[u8], main: bool, truncated: bool, channel: &mut Channel) {
+    channel.send_data(id, Stream::Result, json);
+    channel.send(&AgentMessage::ExecutionResult {
+        id,
+        is_main_result: main,
+        truncated,
+    });
+}
+
 impl Running {
+    /// Counts a result of `bytes` if it fits the execution's result caps.
+    fn admit_result(&mut self, bytes: usize) -> bool {
+        if self.results_dropped
+            || self.results >= MAX_RESULTS
+            || self.result_bytes.saturating_add(bytes) > MAX_RESULTS_BYTES
+        {
+            return false;
+        }
+        self.results += 1;
+        self.result_bytes += bytes;
+        true
+    }
+
     fn forward(&mut self, stream: Stream, bytes: &[u8], channel: &mut Channel) {
         let index = stream_index(stream);
         let room = self

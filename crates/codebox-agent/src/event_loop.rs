@@ -1,5 +1,7 @@
 //! The agent's single-threaded event loop: one `poll` over the host channel, the
-//! SIGCHLD signalfd and every exec's pipes, with exec deadlines as the poll timeout.
+//! SIGCHLD signalfd, every exec's pipes (background processes and terminals are
+//! execs too), contexts' runners and file workers' sockets, with deadlines as the
+//! poll timeout.
 //!
 //! Single-threaded on purpose: forking is then always sound, and there is exactly one
 //! reaper (`waitpid(-1)` here, dispatching statuses by pid), so no per-child wait can

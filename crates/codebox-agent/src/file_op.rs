@@ -79,10 +79,11 @@ pub struct FileOp {
 pub fn spawn(request: &HostMessage, root: &FileRoot, mode: &Mode) -> io::Result<FileOp> {
     let (agent_end, worker_end) = std::os::unix::net::UnixStream::pair()?;
     agent_end.set_nonblocking(true)?;
+    let agent_pid = std::process::id();
     let pid = match sys::fork_single_threaded()? {
         Fork::Child => {
             drop(agent_end);
-            file_worker::run(request, OwnedFd::from(worker_end), root, mode)
+            file_worker::run(request, OwnedFd::from(worker_end), agent_pid, root, mode)
         }
         Fork::Parent { pid } => pid,
     };

@@ -100,8 +100,14 @@ impl Link {
 }
 
 /// Runs in the freshly forked worker; never returns. `socket` is its end of the link.
-pub fn run(request: &HostMessage, socket: OwnedFd, root: &FileRoot, mode: &Mode) -> ! {
-    let code = match prepare(&socket, mode) {
+pub fn run(
+    request: &HostMessage,
+    socket: OwnedFd,
+    agent_pid: u32,
+    root: &FileRoot,
+    mode: &Mode,
+) -> ! {
+    let code = match prepare(&socket, agent_pid, mode) {
         Ok(()) => serve(request, socket, root),
         Err(errno) => {
             crate::log(&format!("file worker set-up failed: {errno}"));
@@ -113,10 +119,15 @@ pub fn run(request: &HostMessage, socket: OwnedFd, root: &FileRoot, mode: &Mode)
 
 /// Closes everything inherited from the agent but the link and stdio, dies with the
 /// agent, and becomes the sandbox's user.
-fn prepare(socket: &OwnedFd, mode: &Mode) -> Result<(), Errno> {
+fn prepare(socket: &OwnedFd, agent_pid: u32, mode: &Mode) -> Result<(), Errno> {
     sys::set_parent_death_signal(libc::SIGKILL)?;
+    if std::os::unix::process::parent_id() != agent_pid {
+        // The agent died before the death signal was armed.
+        return Err(Errno(libc::ESRCH));
+    }
     sys::dup_onto(socket.as_fd(), 3)?;
     sys::close_descriptors_from(4)?;
+    crate::prefer_for_oom_kill()?;
     if matches!(mode, Mode::Sandbox) {
         sys::drop_capability_bounds()?;
         sys::become_user(SANDBOX_UID, SANDBOX_GID)?;
@@ -220,6 +231,11 @@ impl Worker<'_> {
             HostMessage::WriteFile(spec) => self.write(spec, link),
             _ => Err(failure(ErrorCode::InvalidRequest, "not a file request")),
         }
+    }
+
+    /// Makes the file root the working directory again (after a walk changed it).
+    pub(crate) fn leave_directories(&self) -> Outcome<()> {
+        sys::fchdir(self.root.as_fd()).map_err(|Errno(e)| errno_failure(e, "the file root"))
     }
 
     /// Opens a normalised path in the root (symlinks followed, inside the root).
@@ -332,6 +348,7 @@ impl Worker<'_> {
         let file = File::from(self.open(&path, flags, "opening")?);
         let metadata = file.metadata().map_err(|e| io_failure(&e, &path))?;
         check_regular(&metadata, &path)?;
+        refuse_kernel_file(&file, &path)?;
         let size = metadata.len();
         let start = spec.offset.min(size);
         let length = spec.length.unwrap_or(u64::MAX).min(size - start);
@@ -365,6 +382,7 @@ impl Worker<'_> {
             split(&path).ok_or_else(|| failure(ErrorCode::IsADirectory, "the root itself"))?;
         self.make_dirs(parent_path)?;
         let parent = self.open_dir_path(parent_path)?;
+        refuse_special_target(parent.as_fd(), name, &path)?;
         let temp_name = format!(".codebox-upload-{}", std::process::id());
         let temp_c = c_path(&temp_name)?;
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
@@ -439,6 +457,31 @@ impl Drop for Upload<'_> {
             let _ = sys::unlinkat(self.dir, &self.temp, false);
         }
     }
+}
+
+/// A write replaces a regular file or a symlink (the link itself, never what it
+/// points at), or creates one; a directory, FIFO, socket or device is refused.
+fn refuse_special_target(parent: BorrowedFd<'_>, name: &str, path: &str) -> Outcome<()> {
+    sys::fchdir(parent).map_err(|Errno(e)| errno_failure(e, path))?;
+    match std::fs::symlink_metadata(name) {
+        Ok(metadata) if metadata.file_type().is_symlink() => Ok(()),
+        Ok(metadata) => check_regular(&metadata, path),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(io_failure(&error, path)),
+    }
+}
+
+/// Refuses `/proc` and `/sys` files. They look regular, but the worker's own
+/// `/proc/self/{environ,mem,...}` are the agent's (the worker is its fork, and a
+/// process may always read itself): serving them would hand the user what the kernel
+/// denies them at `/proc/1/...`.
+fn refuse_kernel_file(file: &File, path: &str) -> Outcome<()> {
+    let kind = sys::filesystem_type(file.as_fd()).map_err(|Errno(e)| errno_failure(e, path))?;
+    if kind == sys::PROC_SUPER_MAGIC || kind == sys::SYSFS_MAGIC {
+        let text = format!("{path} is a kernel interface file, not served");
+        return Err(failure(ErrorCode::NotRegularFile, text));
+    }
+    Ok(())
 }
 
 fn check_regular(metadata: &std::fs::Metadata, path: &str) -> Outcome<()> {

@@ -19,6 +19,21 @@
 //! process group (through its supervisor, SIGUSR2), a kill and a fresh runner after a
 //! 2 s grace, and a fresh runner after a crash.
 //!
+//! # Files, background processes, terminals, watches (protocol version 3)
+//! * Every file operation is done by a worker forked per operation (`file_op.rs`,
+//!   `file_worker.rs`) that drops to uid/gid 1000 with no capability, `no_new_privs`
+//!   and not dumpable, then resolves paths with `openat2(RESOLVE_IN_ROOT |
+//!   RESOLVE_NO_MAGICLINKS)` in the file root (`paths.rs`): `/` in a sandbox, whose
+//!   mount namespace is the real confinement; the workspace in test mode. Reads refuse
+//!   FIFOs, sockets and devices (opened `O_NONBLOCK`, then `fstat`); writes go to a
+//!   temporary file renamed over the target, removed on any failure or cancel. The
+//!   agent relays only frames that answer the worker's own operation.
+//! * A background process is an exec that outlives its request (`processes.rs`,
+//!   `background.rs`): output to subscribers or into a 1 MiB drop-oldest buffer.
+//! * A terminal is an exec of `bash -l` whose stdio is a new pseudo-terminal's slave
+//!   (its controlling terminal); the agent keeps the master.
+//! * A watch is a long-lived file worker reading inotify (`watch.rs`).
+//!
 //! # Start-up contract
 //! * `CODEBOX_AGENT_FD`: number of the inherited channel descriptor (a connected stream
 //!   socket; the runtime passes 3). The agent marks it close-on-exec at once, and every
@@ -81,6 +96,22 @@ pub(crate) fn children_of_self() -> Vec<i32> {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| parent_of(*pid) == Some(me))
         .collect()
+}
+
+/// The most a process can volunteer for the OOM killer (raising needs no privilege).
+const USER_OOM_SCORE_ADJ: &[u8] = b"1000";
+
+/// Marks the calling process (a user process or file worker about to drop root) as the
+/// OOM killer's first choice, so a memory-hungry sandbox loses its user code and never
+/// its agent (which the host shields with a negative score that children inherit).
+pub(crate) fn prefer_for_oom_kill() -> Result<(), codebox_sys::Errno> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/oom_score_adj")
+        .map_err(|e| codebox_sys::Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    file.write_all(USER_OOM_SCORE_ADJ)
+        .map_err(|e| codebox_sys::Errno(e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
 fn parent_of(pid: i32) -> Option<u32> {

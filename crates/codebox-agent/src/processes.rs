@@ -14,6 +14,9 @@ use crate::background::Background;
 use crate::event_loop::{Agent, MAX_EXECS};
 use crate::exec::{self, Exec};
 
+/// `ProcessStdin` writes whose bytes are still arriving (each up to 1 MiB).
+const MAX_STDIN_WRITES: usize = 16;
+
 /// Stdin bytes of one `ProcessStdin` on their way in.
 #[derive(Debug)]
 pub struct StdinWrite {
@@ -164,6 +167,10 @@ impl Agent {
         }
         if self.stdin_writes.contains_key(&id) {
             return self.error(Some(id), ErrorCode::DuplicateId, "the id is in use".into());
+        }
+        if self.stdin_writes.len() >= MAX_STDIN_WRITES {
+            let text = format!("at most {MAX_STDIN_WRITES} stdin writes may be arriving");
+            return self.error(Some(id), ErrorCode::TooManyOperations, text);
         }
         let len = usize::try_from(len).expect("at most MAX_STDIN_WRITE");
         let write = StdinWrite {

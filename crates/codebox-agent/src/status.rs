@@ -35,6 +35,7 @@ pub enum SetupStep {
     WorkingDirectory = 5,
     Signals = 6,
     Execute = 7,
+    OomScore = 8,
 }
 
 impl SetupStep {
@@ -47,6 +48,7 @@ impl SetupStep {
             4 => Self::NoNewPrivileges,
             5 => Self::WorkingDirectory,
             6 => Self::Signals,
+            8 => Self::OomScore,
             _ => Self::Execute,
         }
     }
@@ -61,6 +63,7 @@ impl SetupStep {
             Self::WorkingDirectory => "entering the working directory",
             Self::Signals => "resetting signals",
             Self::Execute => "executing the program",
+            Self::OomScore => "raising the OOM score",
         }
     }
 }

@@ -179,6 +179,8 @@ fn setup_and_exec(plan: &ChildPlan) -> (SetupStep, Errno) {
         if plan.controlling_terminal {
             sys::set_controlling_terminal(0).map_err(|e| (SetupStep::Session, e))?;
         }
+        // Before the identity switch: afterwards `/proc/self` belongs to root.
+        crate::prefer_for_oom_kill().map_err(|e| (SetupStep::OomScore, e))?;
         if let Some((uid, gid)) = plan.identity {
             sys::drop_capability_bounds().map_err(|e| (SetupStep::Capabilities, e))?;
             sys::become_user(uid, gid).map_err(|e| (SetupStep::Identity, e))?;

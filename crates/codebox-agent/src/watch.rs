@@ -17,9 +17,7 @@ use codebox_protocol::{AgentMessage, WatchEvent, WatchKind, MAX_WATCHED_DIRS, WA
 use codebox_sys::agent as sys;
 use codebox_sys::Errno;
 
-use crate::file_worker::{
-    c_path, errno_failure, io_failure, link_lost, Link, Outcome, Worker,
-};
+use crate::file_worker::{c_path, errno_failure, io_failure, link_lost, Link, Outcome, Worker};
 use crate::paths::join;
 
 const MASK: u32 = libc::IN_CREATE
@@ -48,7 +46,11 @@ struct Watcher {
 /// worker.
 pub fn watch(worker: &Worker<'_>, path: &str, recursive: bool, link: &mut Link) -> Outcome<()> {
     let root = worker.paths.normalize(path);
-    let dir = worker.open(&root, libc::O_RDONLY | libc::O_DIRECTORY, "opening the directory")?;
+    let dir = worker.open(
+        &root,
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        "opening the directory",
+    )?;
     let inotify = sys::inotify_init().map_err(|Errno(e)| errno_failure(e, "inotify"))?;
     let mut watcher = Watcher {
         inotify: File::from(inotify),
@@ -61,8 +63,13 @@ pub fn watch(worker: &Worker<'_>, path: &str, recursive: bool, link: &mut Link) 
     if recursive {
         watcher.add_below(dir.as_fd(), &root);
     }
+    // Neither an open descriptor nor the working directory may pin a watched
+    // directory: its removal (and so the watch's end) would never be reported.
+    drop(dir);
+    worker.leave_directories()?;
     let id = link.id;
-    link.send(&AgentMessage::Watching { id }).map_err(link_lost)?;
+    link.send(&AgentMessage::Watching { id })
+        .map_err(link_lost)?;
     watcher.run(worker, link)
 }
 
@@ -121,6 +128,9 @@ impl Watcher {
         if self.add(dir.as_fd(), path).is_ok() {
             self.add_below(dir.as_fd(), path);
         }
+        drop(dir);
+        // Best effort: at worst the working directory pins one directory.
+        let _ = worker.leave_directories();
     }
 
     fn run(&mut self, worker: &Worker<'_>, link: &mut Link) -> Outcome<()> {

@@ -19,6 +19,14 @@ pub const MAX_CODE_BYTES: usize = 2 << 20;
 /// Largest MIME bundle of one result (all values together); a bigger one is replaced by
 /// a truncated `text/plain` and flagged.
 pub const MAX_RESULT_BYTES: usize = 8 << 20;
+/// Results of one execution, and their bytes (bundle JSON) together: the per-stream
+/// output caps do not cover results, so without these a cell (or a runner's forged
+/// result lines) could push unbounded data to the host. Past either, the agent sends
+/// one `text/plain` notice (flagged truncated) and drops the rest.
+pub const MAX_RESULTS: usize = 256;
+pub const MAX_RESULTS_BYTES: usize = 32 << 20;
+/// The notice that replaces the results over [`MAX_RESULTS`] / [`MAX_RESULTS_BYTES`].
+pub const RESULTS_DROPPED_NOTICE: &str = "[further results dropped: over the per-execution cap]";
 /// Most MIME types in one bundle, and the longest MIME type name.
 pub const MAX_MIME_TYPES: usize = 32;
 pub const MAX_MIME_NAME: usize = 128;

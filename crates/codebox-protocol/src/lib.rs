@@ -72,7 +72,7 @@ pub use code::{
     check_bundle, parse_bundle, truncate_text, validate_context_id, ContextSpec, ErrorReport,
     ExecuteSpec, ExecutionOutcome, ExecutionReport, InvalidCode, Language, MAX_CODE_BYTES,
     MAX_CONTEXT_ID, MAX_ENV_BYTES, MAX_ERROR_NAME, MAX_ERROR_VALUE, MAX_MIME_NAME, MAX_MIME_TYPES,
-    MAX_RESULT_BYTES, MAX_TRACEBACK,
+    MAX_RESULTS, MAX_RESULTS_BYTES, MAX_RESULT_BYTES, MAX_TRACEBACK, RESULTS_DROPPED_NOTICE,
 };
 pub use files::{
     validate_depth, validate_path, FileEntry, FileKind, InvalidPath, ReadSpec, WatchEvent,

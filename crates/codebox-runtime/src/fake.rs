@@ -15,17 +15,21 @@
 //! - `env NAME`: the value of NAME from the sandbox env merged with the exec env;
 //! - anything else: exit 127 with `command not found` on stderr.
 //!
-//! Contexts (stateful code execution) are kept in memory per sandbox and run
-//! at once (`fake_code::CodeFakeRuntime` adds streaming, queues and
-//! interrupts on top). Code is read line by line:
-//! - `print TEXT`: TEXT and a newline on stdout;
-//! - `result TEXT`: a main result with `text/plain` TEXT;
-//! - `set NAME VALUE` / `get NAME`: context state (`get` prints the value), lost
-//!   on restart;
-//! - `raise NAME VALUE`: an error, outcome `error`, the rest is skipped;
-//! - `sleep SECONDS`: past the request's timeout the outcome is `timeout`;
-//! - `crash`: outcome `crashed`, the context restarts (state and count reset);
-//! - any other line: a main result whose text is the line.
+//! Contexts (stateful code execution) behave in time like the agent's: output
+//! streams while a cell runs, each context runs its executions one at a time in
+//! arrival order, interrupt, timeout and dropping the stream stop the running
+//! one (see `fake_code`). Statements, one per line (or `;`-separated):
+//! - python / javascript / typescript: `NAME = EXPR` (also `let|const|var NAME =
+//!   EXPR`); `print(EXPR)` / `console.log(EXPR)` to stdout; `print(EXPR,
+//!   file=sys.stderr)` / `console.error(EXPR)` to stderr; `sleep(SECONDS)` (also
+//!   `time.sleep`, tokio time); `while True: pass` (runs until timeout or
+//!   interrupt); `os._exit(N)` (the "interpreter" crashes: state and count reset);
+//!   `import ...` is ignored; any other line is an expression, and the value of the
+//!   last line is the main result (`text/plain` as Python's repr). EXPR: integers,
+//!   quoted strings, names, `+ - * /` (integer; `/ 0` raises `ZeroDivisionError`),
+//!   an unknown name raises `NameError`. `html(EXPR)` yields a `text/html` result.
+//! - bash: `cd DIR`, `pwd`, `echo WORDS` (`$NAME` expanded), `NAME=VALUE`,
+//!   `sleep SECONDS`, `true`, `false` / `exit N` (error `ExitCode`).
 //!
 //! Failure injection: [`FakeRuntime::fail_next_create`],
 //! [`FakeRuntime::fail_next_exec`], and [`FakeRuntime::end_sandbox`] (a sandbox
@@ -39,10 +43,13 @@ use async_trait::async_trait;
 use codebox_types::{RuntimeInfo, SandboxId, TerminationReason};
 use tokio::sync::broadcast;
 
+use crate::fake_code::FakeContexts;
+use crate::fake_files::{read_body, FakeTree};
+use crate::fake_processes::FakeProcesses;
 use crate::{
-    CodeEvent, CodeRequest, CodeStream, Command, ContextInfo, ContextRequest, ExecEvent, ExecExit,
-    ExecRequest, ExecStream, ExecutionError, ExecutionOutcome, ExecutionResult, ExecutionSummary,
-    RecoverReport, Runtime, RuntimeError, SandboxExited, SandboxSpec, SandboxStats,
+    CodeRequest, CodeStream, Command, ContextInfo, ContextRequest, ExecEvent, ExecExit,
+    ExecRequest, ExecStream, FileDownload, FileEntry, Listing, RecoverReport, Runtime,
+    RuntimeError, SandboxExited, SandboxSpec, SandboxStats, UploadBody, WriteOptions,
 };
 
 /// The in-memory fake. Cheap to clone; clones share state.
@@ -62,15 +69,10 @@ struct FakeState {
     next_pid: u32,
     leftovers: Vec<String>,
     shut_down: bool,
-    contexts: HashMap<SandboxId, BTreeMap<String, FakeContext>>,
-}
-
-/// One in-memory context.
-#[derive(Debug, Clone)]
-struct FakeContext {
-    info: ContextInfo,
-    executions: u64,
-    variables: BTreeMap<String, String>,
+    contexts: FakeContexts,
+    code_requests: Vec<(SandboxId, CodeRequest)>,
+    files: HashMap<SandboxId, FakeTree>,
+    processes: FakeProcesses,
 }
 
 impl Default for FakeRuntime {
@@ -129,9 +131,15 @@ impl FakeRuntime {
             .extend(names.iter().map(|n| (*n).to_owned()));
     }
 
-    /// Ends a sandbox as if it died on its own; `false` if unknown.
+    /// Ends a sandbox as if it died on its own (its contexts with it); `false`
+    /// if unknown.
     pub fn end_sandbox(&self, id: &SandboxId, reason: TerminationReason) -> bool {
-        let removed = self.lock().sandboxes.remove(id).is_some();
+        let removed = {
+            let mut state = self.lock();
+            state.contexts.remove_sandbox(id);
+            state.processes.end_sandbox(id);
+            state.sandboxes.remove(id).is_some()
+        };
         if removed {
             let _ = self.exits.send(SandboxExited {
                 id: id.clone(),
@@ -149,6 +157,11 @@ impl FakeRuntime {
     /// Every exec request so far, in order.
     pub fn execs(&self) -> Vec<(SandboxId, ExecRequest)> {
         self.lock().execs.clone()
+    }
+
+    /// Every code request so far, in order.
+    pub fn code_requests(&self) -> Vec<(SandboxId, CodeRequest)> {
+        self.lock().code_requests.clone()
     }
 
     /// Whether `shutdown` was called.
@@ -268,88 +281,34 @@ async fn play(outcome: Outcome, request: ExecRequest, pid: u32, stream: crate::E
     let _ = events.send(ExecEvent::Finished(exit)).await;
 }
 
-fn no_context(context: &str) -> RuntimeError {
-    RuntimeError::InvalidRequest {
-        detail: format!("no context {context:?}"),
-    }
-}
-
-/// The events a fake execution produces, and how it ended.
-fn run_code(
-    context: &mut FakeContext,
-    request: &CodeRequest,
-) -> (Vec<CodeEvent>, ExecutionOutcome) {
-    let mut events = Vec::new();
-    let mut slept = Duration::ZERO;
-    for line in request
-        .code
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-    {
-        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
-        match word {
-            "print" => events.push(CodeEvent::Stdout(format!("{rest}\n").into_bytes())),
-            "result" => events.push(main_result(rest)),
-            "set" => {
-                let (name, value) = rest.split_once(' ').unwrap_or((rest, ""));
-                context.variables.insert(name.into(), value.into());
-            }
-            "get" => {
-                let value = context.variables.get(rest).cloned().unwrap_or_default();
-                events.push(CodeEvent::Stdout(format!("{value}\n").into_bytes()));
-            }
-            "raise" => {
-                let (name, value) = rest.split_once(' ').unwrap_or((rest, ""));
-                events.push(CodeEvent::Error(ExecutionError {
-                    name: name.into(),
-                    value: value.into(),
-                    traceback: format!("{name}: {value}"),
-                }));
-                return (events, ExecutionOutcome::Error);
-            }
-            "sleep" => {
-                slept += Duration::from_secs_f64(rest.parse().unwrap_or(0.0_f64).max(0.0));
-                if slept > request.timeout {
-                    return (events, ExecutionOutcome::Timeout);
-                }
-            }
-            "crash" => {
-                context.variables.clear();
-                context.executions = 0;
-                return (events, ExecutionOutcome::Crashed);
-            }
-            _ => events.push(main_result(line)),
-        }
-    }
-    (events, ExecutionOutcome::Ok)
-}
-
-fn main_result(text: &str) -> CodeEvent {
-    CodeEvent::Result(ExecutionResult {
-        data: BTreeMap::from([("text/plain".to_owned(), text.to_owned())]),
-        is_main_result: true,
-        truncated: false,
-    })
-}
-
 impl FakeRuntime {
-    fn with_context<T>(
+    /// Runs `action` on the contexts if `id` is a live sandbox.
+    fn with_contexts<T>(
         &self,
         id: &SandboxId,
-        context: &str,
-        action: impl FnOnce(&mut FakeContext) -> T,
+        action: impl FnOnce(&mut FakeState) -> Result<T, RuntimeError>,
     ) -> Result<T, RuntimeError> {
         let mut state = self.lock();
         if !state.sandboxes.contains_key(id) {
             return Err(RuntimeError::NotFound { id: id.clone() });
         }
-        let entry = state
-            .contexts
+        action(&mut state)
+    }
+}
+
+impl FakeRuntime {
+    /// Runs `action` on the file tree of a live sandbox.
+    fn with_tree<T>(
+        &self,
+        id: &SandboxId,
+        action: impl FnOnce(&mut FakeTree) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        let mut state = self.lock();
+        let tree = state
+            .files
             .get_mut(id)
-            .and_then(|contexts| contexts.get_mut(context))
-            .ok_or_else(|| no_context(context))?;
-        Ok(action(entry))
+            .ok_or_else(|| RuntimeError::NotFound { id: id.clone() })?;
+        action(tree)
     }
 }
 
@@ -374,6 +333,8 @@ impl Runtime for FakeRuntime {
         if state.sandboxes.contains_key(&spec.id) {
             return Err(RuntimeError::AlreadyExists { id: spec.id });
         }
+        let tree = FakeTree::new(spec.limits.workspace_bytes);
+        state.files.insert(spec.id.clone(), tree);
         state.sandboxes.insert(spec.id.clone(), spec);
         Ok(())
     }
@@ -418,7 +379,9 @@ impl Runtime for FakeRuntime {
 
     async fn destroy(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         let mut state = self.lock();
-        state.contexts.remove(id);
+        state.contexts.remove_sandbox(id);
+        state.files.remove(id);
+        state.processes.end_sandbox(id);
         state
             .sandboxes
             .remove(id)
@@ -449,41 +412,11 @@ impl Runtime for FakeRuntime {
         id: &SandboxId,
         request: ContextRequest,
     ) -> Result<ContextInfo, RuntimeError> {
-        let mut state = self.lock();
-        if !state.sandboxes.contains_key(id) {
-            return Err(RuntimeError::NotFound { id: id.clone() });
-        }
-        state.next_pid += 1;
-        let info = ContextInfo {
-            context: request.context.clone(),
-            language: request.language,
-            cwd: request.cwd,
-            pid: state.next_pid + 1,
-        };
-        let contexts = state.contexts.entry(id.clone()).or_default();
-        if contexts.contains_key(&request.context) {
-            return Err(RuntimeError::InvalidRequest {
-                detail: format!("context {:?} exists", request.context),
-            });
-        }
-        let context = FakeContext {
-            info: info.clone(),
-            executions: 0,
-            variables: BTreeMap::new(),
-        };
-        contexts.insert(request.context, context);
-        Ok(info)
+        self.with_contexts(id, |state| state.contexts.create(id, request))
     }
 
     async fn list_contexts(&self, id: &SandboxId) -> Result<Vec<ContextInfo>, RuntimeError> {
-        let state = self.lock();
-        if !state.sandboxes.contains_key(id) {
-            return Err(RuntimeError::NotFound { id: id.clone() });
-        }
-        let contexts = state.contexts.get(id);
-        Ok(contexts
-            .map(|c| c.values().map(|c| c.info.clone()).collect())
-            .unwrap_or_default())
+        self.with_contexts(id, |state| Ok(state.contexts.list(id)))
     }
 
     async fn execute_code(
@@ -491,31 +424,14 @@ impl Runtime for FakeRuntime {
         id: &SandboxId,
         request: CodeRequest,
     ) -> Result<CodeStream, RuntimeError> {
-        let (events, summary) = self.with_context(id, &request.context, |context| {
-            context.executions += 1;
-            let count = context.executions;
-            let (events, outcome) = run_code(context, &request);
-            let summary = ExecutionSummary {
-                execution_count: count,
-                outcome,
-                duration: Duration::ZERO,
-                restarted: outcome == ExecutionOutcome::Crashed,
-                stdout_truncated: false,
-                stderr_truncated: false,
-            };
-            (events, summary)
-        })?;
-        let (sender, stream) = CodeStream::channel(events.len() + 1);
-        for event in events.into_iter().chain([CodeEvent::Done(summary)]) {
-            // The channel has room for every event: this never waits.
-            let _ = sender.events.try_send(event);
-        }
-        Ok(stream)
+        self.with_contexts(id, |state| {
+            state.code_requests.push((id.clone(), request.clone()));
+            state.contexts.execute(id, request)
+        })
     }
 
     async fn interrupt_context(&self, id: &SandboxId, context: &str) -> Result<(), RuntimeError> {
-        // Executions finish at once: there is never one to interrupt.
-        self.with_context(id, context, |_| ())
+        self.with_contexts(id, |state| state.contexts.interrupt(id, context))
     }
 
     async fn restart_context(
@@ -523,33 +439,149 @@ impl Runtime for FakeRuntime {
         id: &SandboxId,
         context: &str,
     ) -> Result<ContextInfo, RuntimeError> {
-        self.with_context(id, context, |context| {
-            context.variables.clear();
-            context.executions = 0;
-            context.info.pid += 1000;
-            context.info.clone()
-        })
+        self.with_contexts(id, |state| state.contexts.restart(id, context))
     }
 
     async fn destroy_context(&self, id: &SandboxId, context: &str) -> Result<(), RuntimeError> {
-        self.with_context(id, context, |_| ())?;
-        if let Some(contexts) = self.lock().contexts.get_mut(id) {
-            contexts.remove(context);
-        }
-        Ok(())
+        self.with_contexts(id, |state| state.contexts.destroy(id, context))
     }
 
     async fn shutdown(&self) {
         let mut state = self.lock();
+        state.contexts = FakeContexts::default();
         state.sandboxes.clear();
+        state.files.clear();
         state.shut_down = true;
+    }
+
+    async fn stat(&self, id: &SandboxId, path: &str) -> Result<FileEntry, RuntimeError> {
+        self.with_tree(id, |tree| tree.stat(path))
+    }
+
+    async fn list_files(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        depth: u32,
+    ) -> Result<Listing, RuntimeError> {
+        self.with_tree(id, |tree| tree.list(path, depth))
+    }
+
+    async fn make_dir(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        parents: bool,
+    ) -> Result<(), RuntimeError> {
+        self.with_tree(id, |tree| tree.make_dir(path, parents))
+    }
+
+    async fn move_path(
+        &self,
+        id: &SandboxId,
+        from: &str,
+        to: &str,
+        overwrite: bool,
+    ) -> Result<(), RuntimeError> {
+        self.with_tree(id, |tree| tree.move_path(from, to, overwrite))
+    }
+
+    async fn remove_path(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), RuntimeError> {
+        self.with_tree(id, |tree| tree.remove(path, recursive))
+    }
+
+    async fn read_file(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<FileDownload, RuntimeError> {
+        self.with_tree(id, |tree| tree.read(path, offset, length))
+    }
+
+    async fn write_file(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        options: WriteOptions,
+        body: UploadBody,
+    ) -> Result<u64, RuntimeError> {
+        let target = self.with_tree(id, |tree| tree.prepare_write(path, &options))?;
+        let content = read_body(body, &target, options.limit).await?;
+        self.with_tree(id, |tree| tree.commit_write(target, content))
+    }
+
+    async fn start_process(
+        &self,
+        id: &SandboxId,
+        request: crate::ProcessRequest,
+    ) -> Result<u32, RuntimeError> {
+        self.with_tree(id, |_| Ok(()))?;
+        Ok(self.lock().processes.start(id, request))
+    }
+
+    async fn list_processes(
+        &self,
+        id: &SandboxId,
+    ) -> Result<Vec<crate::ProcessInfo>, RuntimeError> {
+        self.with_tree(id, |_| Ok(()))?;
+        Ok(self.lock().processes.list(id))
+    }
+
+    async fn write_process_stdin(
+        &self,
+        id: &SandboxId,
+        pid: u32,
+        data: Vec<u8>,
+    ) -> Result<(), RuntimeError> {
+        self.with_tree(id, |_| Ok(()))?;
+        self.lock().processes.write_stdin(id, pid, data)
+    }
+
+    async fn close_process_stdin(&self, id: &SandboxId, pid: u32) -> Result<(), RuntimeError> {
+        self.with_tree(id, |_| Ok(()))?;
+        self.lock().processes.close_stdin(id, pid)
+    }
+
+    async fn signal_process(
+        &self,
+        id: &SandboxId,
+        pid: u32,
+        signal: &str,
+    ) -> Result<(), RuntimeError> {
+        self.with_tree(id, |_| Ok(()))?;
+        self.lock().processes.signal(id, pid, signal)
+    }
+
+    async fn subscribe_process(
+        &self,
+        id: &SandboxId,
+        pid: u32,
+    ) -> Result<crate::Subscription, RuntimeError> {
+        self.with_tree(id, |_| Ok(()))?;
+        self.lock().processes.subscribe(id, pid)
+    }
+
+    async fn watch(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        recursive: bool,
+    ) -> Result<crate::FileWatch, RuntimeError> {
+        self.with_tree(id, |tree| tree.watch(path, recursive))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SandboxLimits;
+    use crate::{CodeEvent, SandboxLimits};
     use codebox_types::Resources;
 
     fn spec(id: &SandboxId) -> SandboxSpec {
@@ -602,7 +634,22 @@ mod tests {
         assert_eq!(fake.execs().len(), 7);
     }
 
-    #[tokio::test]
+    fn code(code: &str) -> CodeRequest {
+        CodeRequest {
+            context: "main".into(),
+            code: code.into(),
+            timeout: Duration::from_secs(1),
+            env: BTreeMap::new(),
+            output_limit: 1024,
+        }
+    }
+
+    async fn run_code(fake: &FakeRuntime, id: &SandboxId, text: &str) -> crate::CodeOutput {
+        let stream = fake.execute_code(id, code(text)).await.expect("execute");
+        stream.collect().await.expect("collect")
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn contexts_keep_state_until_restarted() {
         let fake = FakeRuntime::new();
         let id = SandboxId::generate();
@@ -617,37 +664,53 @@ mod tests {
             .await
             .expect("context");
         assert!(fake.create_context(&id, request).await.is_err());
-        let code = |code: &str| CodeRequest {
-            context: "main".into(),
-            code: code.into(),
-            timeout: Duration::from_secs(1),
-            env: BTreeMap::new(),
-            output_limit: 1024,
-        };
-        let run = |code: CodeRequest| {
-            let fake = fake.clone();
-            let id = id.clone();
-            async move {
-                let stream = fake.execute_code(&id, code).await.expect("execute");
-                stream.collect().await.expect("collect")
-            }
-        };
-        run(code("set x 42")).await;
-        let out = run(code("get x\n1 + 1")).await;
+        run_code(&fake, &id, "x = 42").await;
+        let out = run_code(&fake, &id, "print(x)\nx + 1").await;
         assert_eq!(out.stdout, b"42\n");
-        assert_eq!(out.text(), Some("1 + 1"));
+        assert_eq!(out.text(), Some("43"));
         assert_eq!(out.summary.expect("summary").execution_count, 2);
-        let out = run(code("raise ValueError bad")).await;
-        assert_eq!(out.outcome(), Some(ExecutionOutcome::Error));
-        assert_eq!(out.error.expect("error").name, "ValueError");
-        let out = run(code("sleep 5")).await;
-        assert_eq!(out.outcome(), Some(ExecutionOutcome::Timeout));
+        let out = run_code(&fake, &id, "1/0").await;
+        assert_eq!(out.outcome(), Some(crate::ExecutionOutcome::Error));
+        assert_eq!(out.error.expect("error").name, "ZeroDivisionError");
+        let out = run_code(&fake, &id, "sleep(5)").await;
+        assert_eq!(out.outcome(), Some(crate::ExecutionOutcome::Timeout));
+        assert_eq!(run_code(&fake, &id, "x").await.text(), Some("42"));
         fake.restart_context(&id, "main").await.expect("restart");
-        let out = run(code("get x")).await;
-        assert_eq!(out.stdout, b"\n");
+        let out = run_code(&fake, &id, "x").await;
+        assert_eq!(out.error.expect("error").name, "NameError");
         assert_eq!(fake.list_contexts(&id).await.expect("list").len(), 1);
+        assert_eq!(fake.code_requests().len(), 6);
         fake.destroy_context(&id, "main").await.expect("destroy");
         assert!(fake.execute_code(&id, code("1")).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queued_execution_waits_and_interrupt_stops_the_running_one() {
+        let fake = FakeRuntime::new();
+        let id = SandboxId::generate();
+        fake.create(spec(&id)).await.expect("create");
+        let request = ContextRequest {
+            context: "main".into(),
+            language: crate::Language::Python,
+            cwd: None,
+            env: BTreeMap::new(),
+        };
+        fake.create_context(&id, request).await.expect("context");
+        let mut running = fake
+            .execute_code(&id, code("print('go')\nwhile True: pass"))
+            .await
+            .expect("execute");
+        let queued = fake.execute_code(&id, code("7")).await.expect("queue");
+        // Once "go" streamed the first execution is inside its endless loop.
+        assert!(matches!(running.next().await, Some(CodeEvent::Stdout(_))));
+        fake.interrupt_context(&id, "main")
+            .await
+            .expect("interrupt");
+        let out = running.collect().await.expect("collect");
+        assert_eq!(out.outcome(), Some(crate::ExecutionOutcome::Interrupted));
+        assert_eq!(out.error.expect("error").name, "KeyboardInterrupt");
+        let out = queued.collect().await.expect("collect");
+        assert_eq!(out.text(), Some("7"));
     }
 
     #[tokio::test]

@@ -1,46 +1,29 @@
-//! [`CodeFakeRuntime`]: the in-memory [`crate::fake::FakeRuntime`] plus stateful
-//! code execution that behaves in time like the agent's (output streamed while a
-//! cell runs, per-context queues, interrupt, timeout, cancel on drop), for the
-//! core's and the server's tests. Feature `fake` only; the server never uses it.
-//! Lifecycle and commands are the wrapped `FakeRuntime`'s (its own simpler,
-//! immediate context support is not used through this wrapper).
+//! The contexts of [`crate::fake::FakeRuntime`]: stateful code execution that
+//! behaves in time like the agent's (output streamed while a cell runs,
+//! per-context queues, interrupt, timeout, cancel on drop). The language it
+//! interprets is described in [`crate::fake`]. Feature `fake` only.
 //!
 //! Each context has one worker task that runs its executions one at a time in
-//! arrival order (like the agent). Statements, one per line (or `;`-separated):
-//! - python / javascript / typescript: `NAME = EXPR` (also `let|const|var NAME =
-//!   EXPR`); `print(EXPR)` / `console.log(EXPR)` to stdout; `print(EXPR,
-//!   file=sys.stderr)` / `console.error(EXPR)` to stderr; `sleep(SECONDS)` (also
-//!   `time.sleep`, tokio time); `while True: pass` (runs until timeout or
-//!   interrupt); `os._exit(N)` (the "interpreter" crashes: state and count reset);
-//!   `import ...` is ignored; any other line is an expression, and the value of the
-//!   last line is the main result (`text/plain` as Python's repr). EXPR: integers,
-//!   quoted strings, names, `+ - * /` (integer; `/ 0` raises `ZeroDivisionError`),
-//!   an unknown name raises `NameError`. `html(EXPR)` yields a `text/html` result.
-//! - bash: `cd DIR`, `pwd`, `echo WORDS` (`$NAME` expanded), `NAME=VALUE`,
-//!   `sleep SECONDS`, `true`, `false` / `exit N` (error `ExitCode`).
-//!
-//! A timeout or an interrupt ends the execution `timeout` / `interrupted` with a
-//! `KeyboardInterrupt` error and the state kept, as the real runners do.
+//! arrival order (like the agent). A timeout or an interrupt ends the execution
+//! `timeout` / `interrupted` with a `KeyboardInterrupt` error and the state kept,
+//! as the real runners do.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use codebox_types::{RuntimeInfo, SandboxId};
-use tokio::sync::{broadcast, mpsc, oneshot, Notify};
+use codebox_types::SandboxId;
+use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::fake::FakeRuntime;
 use crate::{
-    CodeEvent, CodeRequest, CodeStream, ContextInfo, ContextRequest, ExecRequest, ExecStream,
-    ExecutionError, ExecutionOutcome, ExecutionResult, ExecutionSummary, Language, RecoverReport,
-    Runtime, RuntimeError, SandboxExited, SandboxSpec, SandboxStats,
+    CodeEvent, CodeRequest, CodeStream, ContextInfo, ContextRequest, ExecutionError,
+    ExecutionOutcome, ExecutionResult, ExecutionSummary, Language, RuntimeError,
 };
 
 /// Every context of every fake sandbox.
 #[derive(Debug, Default)]
-struct FakeContexts {
+pub(crate) struct FakeContexts {
     sandboxes: HashMap<SandboxId, BTreeMap<String, FakeContext>>,
     next_pid: u32,
 }
@@ -106,7 +89,7 @@ fn unknown_context(context: &str) -> RuntimeError {
 }
 
 impl FakeContexts {
-    fn create(
+    pub(crate) fn create(
         &mut self,
         id: &SandboxId,
         request: ContextRequest,
@@ -137,7 +120,7 @@ impl FakeContexts {
         Ok(info)
     }
 
-    fn list(&self, id: &SandboxId) -> Vec<ContextInfo> {
+    pub(crate) fn list(&self, id: &SandboxId) -> Vec<ContextInfo> {
         self.sandboxes
             .get(id)
             .map(|contexts| contexts.values().map(|c| c.info.clone()).collect())
@@ -151,7 +134,11 @@ impl FakeContexts {
             .ok_or_else(|| unknown_context(context))
     }
 
-    fn execute(&self, id: &SandboxId, request: CodeRequest) -> Result<CodeStream, RuntimeError> {
+    pub(crate) fn execute(
+        &self,
+        id: &SandboxId,
+        request: CodeRequest,
+    ) -> Result<CodeStream, RuntimeError> {
         let context = self.get(id, &request.context)?;
         let (sender, stream) = CodeStream::channel(16);
         let job = Job {
@@ -166,7 +153,7 @@ impl FakeContexts {
         Ok(stream)
     }
 
-    fn interrupt(&self, id: &SandboxId, context: &str) -> Result<(), RuntimeError> {
+    pub(crate) fn interrupt(&self, id: &SandboxId, context: &str) -> Result<(), RuntimeError> {
         let context = self.get(id, context)?;
         if context.shared.busy.load(Ordering::SeqCst) {
             context.shared.interrupt.notify_one();
@@ -174,7 +161,11 @@ impl FakeContexts {
         Ok(())
     }
 
-    fn restart(&mut self, id: &SandboxId, context: &str) -> Result<ContextInfo, RuntimeError> {
+    pub(crate) fn restart(
+        &mut self,
+        id: &SandboxId,
+        context: &str,
+    ) -> Result<ContextInfo, RuntimeError> {
         self.next_pid += 1;
         let pid = self.next_pid + 100;
         let found = self
@@ -189,7 +180,7 @@ impl FakeContexts {
         Ok(found.info.clone())
     }
 
-    fn destroy(&mut self, id: &SandboxId, context: &str) -> Result<(), RuntimeError> {
+    pub(crate) fn destroy(&mut self, id: &SandboxId, context: &str) -> Result<(), RuntimeError> {
         let removed = self
             .sandboxes
             .get_mut(id)
@@ -201,142 +192,12 @@ impl FakeContexts {
     }
 
     /// Forgets a sandbox's contexts (it was destroyed).
-    fn remove_sandbox(&mut self, id: &SandboxId) {
+    pub(crate) fn remove_sandbox(&mut self, id: &SandboxId) {
         if let Some(contexts) = self.sandboxes.remove(id) {
             for context in contexts.values() {
                 context.shared.interrupt.notify_one();
             }
         }
-    }
-}
-
-/// [`FakeRuntime`] with streaming, queued, interruptible code execution.
-/// Cheap to clone; clones share state.
-#[derive(Debug, Clone, Default)]
-pub struct CodeFakeRuntime {
-    inner: FakeRuntime,
-    contexts: Arc<Mutex<FakeContexts>>,
-    requests: Arc<Mutex<Vec<(SandboxId, CodeRequest)>>>,
-}
-
-impl CodeFakeRuntime {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The wrapped fake (failure injection, exec history).
-    pub fn fake(&self) -> &FakeRuntime {
-        &self.inner
-    }
-
-    /// Every code request so far, in order.
-    pub fn code_requests(&self) -> Vec<(SandboxId, CodeRequest)> {
-        lock(&self.requests).clone()
-    }
-
-    /// The contexts, if `id` is a live sandbox.
-    fn live(&self, id: &SandboxId) -> Result<MutexGuard<'_, FakeContexts>, RuntimeError> {
-        if self.inner.spec(id).is_none() {
-            return Err(RuntimeError::NotFound { id: id.clone() });
-        }
-        Ok(lock(&self.contexts))
-    }
-}
-
-/// Failure injection and history of the wrapped fake (`fail_next_create`,
-/// `execs`, ...) are reachable directly.
-impl std::ops::Deref for CodeFakeRuntime {
-    type Target = FakeRuntime;
-
-    fn deref(&self) -> &FakeRuntime {
-        &self.inner
-    }
-}
-
-#[async_trait]
-impl Runtime for CodeFakeRuntime {
-    fn isolation(&self) -> &'static str {
-        self.inner.isolation()
-    }
-
-    fn runtimes(&self) -> Vec<RuntimeInfo> {
-        self.inner.runtimes()
-    }
-
-    async fn create(&self, spec: SandboxSpec) -> Result<(), RuntimeError> {
-        self.inner.create(spec).await
-    }
-
-    async fn exec(&self, id: &SandboxId, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
-        self.inner.exec(id, request).await
-    }
-
-    async fn stats(&self, id: &SandboxId) -> Result<SandboxStats, RuntimeError> {
-        self.inner.stats(id).await
-    }
-
-    async fn destroy(&self, id: &SandboxId) -> Result<(), RuntimeError> {
-        lock(&self.contexts).remove_sandbox(id);
-        self.inner.destroy(id).await
-    }
-
-    async fn list(&self) -> Result<Vec<SandboxId>, RuntimeError> {
-        self.inner.list().await
-    }
-
-    async fn recover(&self) -> Result<RecoverReport, RuntimeError> {
-        self.inner.recover().await
-    }
-
-    async fn check_ready(&self) -> Result<(), RuntimeError> {
-        self.inner.check_ready().await
-    }
-
-    fn subscribe_exits(&self) -> broadcast::Receiver<SandboxExited> {
-        self.inner.subscribe_exits()
-    }
-
-    async fn shutdown(&self) {
-        *lock(&self.contexts) = FakeContexts::default();
-        self.inner.shutdown().await;
-    }
-
-    async fn create_context(
-        &self,
-        id: &SandboxId,
-        request: ContextRequest,
-    ) -> Result<ContextInfo, RuntimeError> {
-        self.live(id)?.create(id, request)
-    }
-
-    async fn list_contexts(&self, id: &SandboxId) -> Result<Vec<ContextInfo>, RuntimeError> {
-        Ok(self.live(id)?.list(id))
-    }
-
-    async fn execute_code(
-        &self,
-        id: &SandboxId,
-        request: CodeRequest,
-    ) -> Result<CodeStream, RuntimeError> {
-        let contexts = self.live(id)?;
-        lock(&self.requests).push((id.clone(), request.clone()));
-        contexts.execute(id, request)
-    }
-
-    async fn interrupt_context(&self, id: &SandboxId, context: &str) -> Result<(), RuntimeError> {
-        self.live(id)?.interrupt(id, context)
-    }
-
-    async fn restart_context(
-        &self,
-        id: &SandboxId,
-        context: &str,
-    ) -> Result<ContextInfo, RuntimeError> {
-        self.live(id)?.restart(id, context)
-    }
-
-    async fn destroy_context(&self, id: &SandboxId, context: &str) -> Result<(), RuntimeError> {
-        self.live(id)?.destroy(id, context)
     }
 }
 

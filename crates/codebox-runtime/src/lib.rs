@@ -12,7 +12,11 @@ pub mod cgroup;
 #[cfg(feature = "fake")]
 pub mod fake;
 #[cfg(feature = "fake")]
-pub mod fake_code;
+mod fake_code;
+#[cfg(feature = "fake")]
+mod fake_files;
+#[cfg(feature = "fake")]
+mod fake_processes;
 pub mod linux;
 
 use std::collections::BTreeMap;
@@ -20,12 +24,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use codebox_types::{Resources, RuntimeInfo, SandboxId, TerminationReason};
+use tokio::io::AsyncRead;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use agent::{
     CodeEvent, CodeOutput, CodeRequest, CodeStream, ContextInfo, ContextRequest, ExecutionError,
     ExecutionOutcome, ExecutionResult, ExecutionSummary, Language, MAX_CODE_BYTES,
 };
+pub use agent::{
+    FileEntry, FileKind, Listing, WatchEvent, WatchKind, WriteOptions, DEFAULT_UPLOAD_LIMIT,
+};
+pub use agent::{ProcessInfo, ProcessRequest, Subscription, ALLOWED_SIGNALS};
 pub use linux::{LinuxRuntime, LinuxRuntimeConfig};
 
 /// Per-sandbox limits that are not part of the public `resources` (they come from
@@ -221,6 +230,89 @@ pub struct RecoverReport {
     pub destroyed: Vec<String>,
 }
 
+/// Why the agent refused a file operation (its own code, kept so the API can tell
+/// "no such file" from "disk full").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileErrorKind {
+    NotFound,
+    PermissionDenied,
+    AlreadyExists,
+    NotADirectory,
+    IsADirectory,
+    DirectoryNotEmpty,
+    /// A FIFO, socket or device: never read or written.
+    NotRegularFile,
+    /// The sandbox's disk limit (or the host's disk) is full.
+    NoSpace,
+    /// More bytes than the upload cap.
+    TooLarge,
+    Other,
+}
+
+/// The body of an upload, read as it arrives (never buffered whole).
+pub type UploadBody = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A file being downloaded from a sandbox, chunk by chunk with backpressure.
+/// Dropping it cancels the read.
+#[derive(Debug)]
+pub struct FileDownload {
+    /// The whole file's size.
+    pub size: u64,
+    /// Bytes this download delivers (the range, clamped to the file).
+    pub length: u64,
+    chunks: mpsc::Receiver<Result<Vec<u8>, RuntimeError>>,
+}
+
+impl FileDownload {
+    /// A download and the sender its producer fills; `capacity` chunks are buffered.
+    pub fn channel(
+        size: u64,
+        length: u64,
+        capacity: usize,
+    ) -> (mpsc::Sender<Result<Vec<u8>, RuntimeError>>, FileDownload) {
+        let (tx, chunks) = mpsc::channel(capacity);
+        (
+            tx,
+            FileDownload {
+                size,
+                length,
+                chunks,
+            },
+        )
+    }
+
+    /// The next chunk; `None` once every byte came (or the producer stopped early,
+    /// which the consumer detects by counting against `length`).
+    pub async fn next(&mut self) -> Option<Result<Vec<u8>, RuntimeError>> {
+        self.chunks.recv().await
+    }
+}
+
+/// Changes under a watched directory, batch by batch. Dropping it stops the watch.
+#[derive(Debug)]
+pub struct FileWatch {
+    batches: mpsc::Receiver<Result<Vec<WatchEvent>, RuntimeError>>,
+}
+
+impl FileWatch {
+    /// A watch and the sender its producer fills; `capacity` batches are buffered.
+    pub fn channel(
+        capacity: usize,
+    ) -> (
+        mpsc::Sender<Result<Vec<WatchEvent>, RuntimeError>>,
+        FileWatch,
+    ) {
+        let (tx, batches) = mpsc::channel(capacity);
+        (tx, FileWatch { batches })
+    }
+
+    /// The next batch of changes, in order; `None` once the directory is gone (or
+    /// the sandbox ended). A `WatchKind::Overflow` event means changes were lost.
+    pub async fn next(&mut self) -> Option<Result<Vec<WatchEvent>, RuntimeError>> {
+        self.batches.recv().await
+    }
+}
+
 /// The one error type of the runtime boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -242,6 +334,10 @@ pub enum RuntimeError {
     },
     #[error("the sandbox agent is gone: {detail}")]
     AgentLost { detail: String },
+    #[error("file operation refused ({kind:?}): {detail}")]
+    File { kind: FileErrorKind, detail: String },
+    #[error("no such process in the sandbox: {pid}")]
+    UnknownProcess { pid: u32 },
     #[error("runtime I/O failed during {operation}")]
     Io {
         operation: &'static str,
@@ -324,4 +420,110 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Kills a context's interpreter and forgets the context.
     async fn destroy_context(&self, id: &SandboxId, context: &str) -> Result<(), RuntimeError>;
+
+    // Files (issue 5). Every path is resolved by the agent inside the sandbox, as
+    // `user`; relative paths start at `/home/user`. Refusals are `RuntimeError::File`.
+
+    /// The entry at `path` (a symlink itself, not its target).
+    async fn stat(&self, id: &SandboxId, path: &str) -> Result<FileEntry, RuntimeError>;
+
+    /// The entries under `path`, `depth` levels down (1..=16), symlinks not followed.
+    async fn list_files(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        depth: u32,
+    ) -> Result<Listing, RuntimeError>;
+
+    /// Creates a directory (and missing parents when `parents`).
+    async fn make_dir(&self, id: &SandboxId, path: &str, parents: bool)
+        -> Result<(), RuntimeError>;
+
+    /// Renames `from` to `to`; an existing `to` is replaced only with `overwrite`.
+    async fn move_path(
+        &self,
+        id: &SandboxId,
+        from: &str,
+        to: &str,
+        overwrite: bool,
+    ) -> Result<(), RuntimeError>;
+
+    /// Removes a file or symlink, or a directory (with its content if `recursive`).
+    async fn remove_path(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), RuntimeError>;
+
+    /// Opens a regular file for reading from `offset`, `length` bytes or to the end.
+    async fn read_file(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<FileDownload, RuntimeError>;
+
+    /// Streams `body` into `path` (parents created), at most `options.limit`
+    /// bytes; the file appears only once complete, a failure leaves nothing.
+    /// Returns the bytes written.
+    async fn write_file(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        options: WriteOptions,
+        body: UploadBody,
+    ) -> Result<u64, RuntimeError>;
+
+    /// Watches the directory `path` (and those below it when `recursive`);
+    /// returns once the watch is set, so every later change is reported.
+    async fn watch(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        recursive: bool,
+    ) -> Result<FileWatch, RuntimeError>;
+
+    // Background processes (issue 5), named by their pid inside the sandbox. The
+    // sandbox's env goes under the request's. An unknown or ended pid is
+    // `RuntimeError::UnknownProcess`.
+
+    /// Starts a process that outlives the call (until it exits, its timeout, a
+    /// signal, or the sandbox's end); returns its pid once it runs.
+    async fn start_process(
+        &self,
+        id: &SandboxId,
+        request: ProcessRequest,
+    ) -> Result<u32, RuntimeError>;
+
+    /// The sandbox's running background processes.
+    async fn list_processes(&self, id: &SandboxId) -> Result<Vec<ProcessInfo>, RuntimeError>;
+
+    /// Writes to a process's stdin (started with `stdin: true`).
+    async fn write_process_stdin(
+        &self,
+        id: &SandboxId,
+        pid: u32,
+        data: Vec<u8>,
+    ) -> Result<(), RuntimeError>;
+
+    /// Closes a process's stdin (it reads EOF).
+    async fn close_process_stdin(&self, id: &SandboxId, pid: u32) -> Result<(), RuntimeError>;
+
+    /// Sends one of [`ALLOWED_SIGNALS`] (e.g. `SIGTERM`) to the process's group.
+    async fn signal_process(
+        &self,
+        id: &SandboxId,
+        pid: u32,
+        signal: &str,
+    ) -> Result<(), RuntimeError>;
+
+    /// The process's output from now on (plus what was buffered while nobody
+    /// listened), then `Finished`. Dropping the stream only unsubscribes.
+    async fn subscribe_process(
+        &self,
+        id: &SandboxId,
+        pid: u32,
+    ) -> Result<Subscription, RuntimeError>;
 }

@@ -284,66 +284,21 @@ pub fn set_parent_death_signal(signal: i32) -> Result<(), Errno> {
 }
 
 /// `PR_SET_NO_NEW_PRIVS`: execve can never grant privileges again.
-pub fn set_no_new_privs() -> Result<(), Errno> {
-    prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
-}
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+pub use crate::security::set_no_new_privs;
 
 /// Empties the bounding and ambient capability sets, so nothing can ever regain a
 /// capability. Needs `CAP_SETPCAP`: call it before giving up root.
 pub fn drop_capability_bounds() -> Result<(), Errno> {
-    for capability in 0..64 {
-        match prctl(libc::PR_CAPBSET_DROP, capability) {
-            Ok(()) => {}
-            // Past the kernel's last capability.
-            Err(Errno(libc::EINVAL)) => break,
-            Err(errno) => return Err(errno),
-        }
-    }
-    // SAFETY: integer-only prctl.
-    let ret = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
-    check(ret as libc::c_long).map(drop)
+    // 63 is the highest number a capability mask can hold; the numbers past
+    // the kernel's last capability are already absent (EINVAL, skipped).
+    crate::security::drop_bounding_set(0, 63)?;
+    crate::security::clear_ambient()
 }
 
 /// Sets the effective, permitted and inheritable capability sets to empty (after
 /// [`become_user`] they already are; this makes it explicit and covers inheritable).
 pub fn clear_capability_sets() -> Result<(), Errno> {
-    let header = CapHeader {
-        version: CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let data = [CapData {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
-    // SAFETY: `header` and `data` are the v3 layout the kernel expects (two data
-    // elements), both live across the call.
-    let ret = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
-    check(ret).map(drop)
+    crate::security::set_capabilities(0)
 }
 
 /// Becomes `uid`/`gid` for real, effective and saved ids, with no supplementary group.
@@ -594,6 +549,23 @@ pub fn inotify_add_watch(inotify: BorrowedFd<'_>, path: &CStr, mask: u32) -> Res
     check(wd as libc::c_long).map(|wd| wd as i32)
 }
 
+/// `f_type` of procfs: its files are the kernel's view of processes, not data.
+pub const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+/// `f_type` of sysfs.
+pub const SYSFS_MAGIC: i64 = 0x6265_6572;
+
+/// `fstatfs(2)`'s `f_type`: which filesystem the open file lives on.
+pub fn filesystem_type(fd: BorrowedFd<'_>) -> Result<i64, Errno> {
+    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `buf` is a valid, writable statfs alive across the call.
+    let ret = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut buf) };
+    check(ret as libc::c_long)?;
+    // `f_type` is an i64 on x86_64 but narrower on some targets.
+    #[allow(clippy::useless_conversion)]
+    Ok(i64::from(buf.f_type))
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Read;
@@ -646,5 +618,17 @@ mod tests {
     fn inherited_fd_refuses_stdio_and_closed_descriptors() {
         assert_eq!(take_inherited_fd(1).err(), Some(Errno(libc::EBADF)));
         assert_eq!(take_inherited_fd(1_000_000).err(), Some(Errno(libc::EBADF)));
+    }
+
+    #[test]
+    fn filesystem_type_tells_procfs_apart() {
+        let proc_file = std::fs::File::open("/proc/self/status").expect("procfs");
+        let kind = filesystem_type(proc_file.as_fd()).expect("fstatfs");
+        assert_eq!(kind, PROC_SUPER_MAGIC);
+        let here = std::fs::File::open(env!("CARGO_MANIFEST_DIR")).expect("source dir");
+        assert_ne!(
+            filesystem_type(here.as_fd()).expect("fstatfs"),
+            PROC_SUPER_MAGIC
+        );
     }
 }

@@ -251,27 +251,22 @@ mod tests {
     fn argument_rules_look_at_the_argument() {
         let program = compile(&rules());
         let eperm = SECCOMP_RET_ERRNO | 1;
-        assert_eq!(
-            evaluate(&program, &call(56, [0x1000_0011, 0, 0, 0, 0, 0])),
-            eperm
-        );
-        assert_eq!(
-            evaluate(&program, &call(56, [0x11, 0, 0, 0, 0, 0])),
-            SECCOMP_RET_ALLOW
-        );
-        assert_eq!(
-            evaluate(&program, &call(16, [1, 0x5412, 0, 0, 0, 0])),
-            eperm
-        );
-        // The kernel truncates the ioctl request to 32 bits: so does the filter.
-        assert_eq!(
-            evaluate(&program, &call(16, [1, 0x1_0000_5412, 0, 0, 0, 0])),
-            eperm
-        );
-        assert_eq!(
-            evaluate(&program, &call(16, [1, 0x5413, 0, 0, 0, 0])),
-            SECCOMP_RET_ALLOW
-        );
+        let cases = [
+            (56, [0x1000_0011, 0], eperm),
+            (56, [0x11, 0], SECCOMP_RET_ALLOW),
+            (16, [1, 0x5412], eperm),
+            // The kernel truncates the ioctl request to 32 bits: so does the filter.
+            (16, [1, 0x1_0000_5412], eperm),
+            (16, [1, 0x5413], SECCOMP_RET_ALLOW),
+        ];
+        for (nr, [first, second], expected) in cases {
+            let args = [first, second, 0, 0, 0, 0];
+            assert_eq!(
+                evaluate(&program, &call(nr, args)),
+                expected,
+                "{nr} {args:x?}"
+            );
+        }
     }
 
     #[test]

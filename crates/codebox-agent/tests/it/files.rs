@@ -209,6 +209,18 @@ async fn fifos_and_devices_are_refused_without_hanging() {
     assert!(made(&["mkfifo", "fifo"]));
     let error = read(&agent, "fifo").await.expect_err("a FIFO");
     assert_eq!(code_of(&error), Some(ErrorCode::NotRegularFile));
+    let error = agent
+        .connection
+        .write_file("fifo", &WriteOptions::default(), Cursor::new(b"x".to_vec()))
+        .await
+        .expect_err("a FIFO is never written");
+    assert_eq!(code_of(&error), Some(ErrorCode::NotRegularFile));
+    let error = agent
+        .connection
+        .write_file("/", &WriteOptions::default(), Cursor::new(b"x".to_vec()))
+        .await
+        .expect_err("the root");
+    assert_eq!(code_of(&error), Some(ErrorCode::IsADirectory));
     let dir = read(&agent, "/").await.expect_err("a directory");
     assert_eq!(code_of(&dir), Some(ErrorCode::IsADirectory));
     let entry = agent.connection.stat("fifo").await.expect("stat works");
@@ -333,4 +345,42 @@ async fn invalid_paths_are_refused_before_sending() {
         conn.list(".", 0).await,
         Err(AgentError::InvalidPath { .. })
     ));
+}
+
+/// On a full disk (a 1 MiB tmpfs as the workspace, in a mount namespace of its own),
+/// a write fails with `NoSpace`, leaves no partial file, and the disk stays usable.
+#[tokio::test]
+async fn a_full_disk_fails_the_write_cleanly() {
+    let mount = "mount -t tmpfs -o size=1m tmpfs . && cd \"$PWD\" && exec \"$0\"";
+    let wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        mount,
+    ];
+    let agent = TestAgent::start_with(&wrapper, |command| {
+        command.env("CODEBOX_AGENT_TEST_MODE", "1");
+    })
+    .await;
+    let conn = &agent.connection;
+    let body = Cursor::new(content(3 << 20));
+    let error = conn
+        .write_file("big.bin", &WriteOptions::default(), body)
+        .await
+        .expect_err("the disk is full");
+    assert_eq!(code_of(&error), Some(ErrorCode::NoSpace));
+    let listing = conn.list("/", 1).await.expect("lists");
+    assert!(
+        listing.entries.is_empty(),
+        "left behind: {:?}",
+        listing.entries
+    );
+    write(&agent, "small.txt", b"still usable").await;
+    assert_eq!(
+        read(&agent, "small.txt").await.expect("reads"),
+        b"still usable"
+    );
 }

@@ -197,3 +197,31 @@ async fn bad_process_requests_are_refused() {
         .expect_err("no program");
     assert_eq!(error.code(), Some(ErrorCode::InvalidRequest));
 }
+
+#[tokio::test]
+async fn background_processes_and_terminals_volunteer_for_the_oom_killer() {
+    let agent = TestAgent::start().await;
+    let conn = &agent.connection;
+    let script = "cat; cat /proc/self/oom_score_adj";
+    let pid = conn
+        .start_process(&process(script, true, "oom"), &BTreeMap::new())
+        .await
+        .expect("starts");
+    let mut subscription = conn.subscribe_process(pid).await.expect("subscribes");
+    conn.close_process_stdin(pid).await.expect("closes");
+    assert_eq!(read_until(&mut subscription, "\n").await, "1000\n");
+
+    let mut terminal = conn
+        .open_pty(&crate::pty::request(80, 24), &BTreeMap::new())
+        .await
+        .expect("opens");
+    terminal
+        .input
+        .write(b"cat /proc/self/oom_score_adj; echo 'mark''er'\n")
+        .await
+        .expect("types");
+    let seen = crate::pty::read_until(&mut terminal, "marker").await;
+    // A line of its own, between the echoed command line and the marker.
+    let lines: Vec<&str> = seen.split(['\r', '\n']).collect();
+    assert!(lines.contains(&"1000"), "{seen:?}");
+}

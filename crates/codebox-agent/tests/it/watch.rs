@@ -51,7 +51,9 @@ async fn a_plain_watch_sees_only_its_directory_and_ends_with_it() {
     let agent = TestAgent::start().await;
     agent.shell("mkdir -p d/inner").await;
     let mut watch = agent.connection.watch("d", false).await.expect("watches");
-    agent.shell("echo x > d/inner/hidden; echo y > d/seen").await;
+    agent
+        .shell("echo x > d/inner/hidden; echo y > d/seen")
+        .await;
     let events = until(&mut watch, WatchKind::Write, "/d/seen").await;
     assert!(!events.iter().any(|e| e.path.starts_with("/d/inner/")));
     agent.shell("rm -r d").await;
@@ -69,7 +71,11 @@ async fn a_plain_watch_sees_only_its_directory_and_ends_with_it() {
         .expect_err("no directory");
     assert_eq!(error.code(), Some(ErrorCode::NotFound));
     agent.shell("touch file").await;
-    let error = agent.connection.watch("file", false).await.expect_err("a file");
+    let error = agent
+        .connection
+        .watch("file", false)
+        .await
+        .expect_err("a file");
     assert_eq!(error.code(), Some(ErrorCode::NotADirectory));
 }
 

@@ -87,6 +87,8 @@ impl AgentConnection {
                     room: [limit, limit],
                     truncated: [false, false],
                     result: Vec::new(),
+                    results: 0,
+                    result_bytes: 0,
                     _done: done_tx,
                 },
             );

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use codebox_protocol::{
     check_bundle, parse_bundle, truncate_text, ErrorReport, ExecutionReport, RequestId, Stream,
-    MAX_ERROR_NAME, MAX_ERROR_VALUE, MAX_RESULT_BYTES, MAX_TRACEBACK,
+    MAX_ERROR_NAME, MAX_ERROR_VALUE, MAX_RESULTS, MAX_RESULTS_BYTES, MAX_RESULT_BYTES,
+    MAX_TRACEBACK,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -15,6 +16,11 @@ use super::reader::{lock, SharedRoutes};
 
 /// Bytes of a result's JSON the host accepts: the bundle cap plus JSON overhead.
 const MAX_RESULT_WIRE: usize = MAX_RESULT_BYTES + (1 << 20);
+/// Results of one execution the host accepts, and their bytes: the agent's caps plus
+/// its one "results dropped" notice. Past them results are dropped: the agent is not
+/// trusted to have applied its caps.
+const HOST_MAX_RESULTS: usize = MAX_RESULTS + 1;
+const HOST_MAX_RESULTS_BYTES: usize = MAX_RESULTS_BYTES + (1 << 10);
 
 /// The answer to a context request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +52,9 @@ pub(crate) struct CodeRoute {
     pub truncated: [bool; 2],
     /// The JSON of the result being received.
     pub result: Vec<u8>,
+    /// Results delivered so far, and their bytes.
+    pub results: usize,
+    pub result_bytes: usize,
     /// Dropped with the route, which ends the execution's cancel watcher.
     pub _done: oneshot::Sender<()>,
 }
@@ -176,7 +185,15 @@ pub(crate) async fn on_result(
         if route.accepted.is_some() {
             return Err(protocol("a result before ExecutionAccepted"));
         }
-        (std::mem::take(&mut route.result), route.events.clone())
+        let json = std::mem::take(&mut route.result);
+        if route.results >= HOST_MAX_RESULTS
+            || route.result_bytes.saturating_add(json.len()) > HOST_MAX_RESULTS_BYTES
+        {
+            return Ok(());
+        }
+        route.results += 1;
+        route.result_bytes += json.len();
+        (json, route.events.clone())
     };
     let bundle = parse_bundle(&json)
         .map_err(|_| protocol("a result bundle is not a JSON map of strings"))?;

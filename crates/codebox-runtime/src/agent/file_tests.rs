@@ -1,5 +1,6 @@
-//! The file client against the scripted fake agent of `tests`: flow control of
-//! uploads, and a hostile agent overrunning what it announced.
+//! The file, watch and process clients against the scripted fake agent of `tests`:
+//! flow control of uploads, a hostile agent overrunning what it announced, and the
+//! routing of subscriptions.
 
 use std::io::Cursor;
 use std::time::Duration;
@@ -182,5 +183,84 @@ async fn stat_maps_the_entry() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after the epoch");
     assert_eq!(since.as_millis(), 1_700_000_000_000);
+    let _agent = fake.await.expect("fake agent");
+}
+
+#[tokio::test]
+async fn a_watch_batch_over_the_cap_closes_the_connection() {
+    let (connection, mut agent) = connected().await;
+    let fake = tokio::spawn(async move {
+        let HostMessage::WatchPath { id, recursive, .. } = agent.receive_control().await else {
+            panic!("expected WatchPath")
+        };
+        assert!(recursive);
+        agent.send(&AgentMessage::Watching { id }).await;
+        let event = codebox_protocol::WatchEvent {
+            kind: codebox_protocol::WatchKind::Create,
+            path: "/a".into(),
+            is_dir: false,
+        };
+        let events = vec![event; codebox_protocol::WATCH_BATCH + 1];
+        agent.send(&AgentMessage::FileEvents { id, events }).await;
+        agent
+    });
+    let mut watch = connection.watch("/", true).await.expect("watching");
+    assert!(matches!(watch.next().await, Some(Err(AgentError::Closed))));
+    connection.closed().await;
+    let _agent = fake.await.expect("fake agent");
+}
+
+#[tokio::test]
+async fn a_subscription_gets_its_output_and_the_exit() {
+    use crate::ExecEvent;
+
+    let (connection, mut agent) = connected().await;
+    let fake = tokio::spawn(async move {
+        let HostMessage::StartProcess(spec) = agent.receive_control().await else {
+            panic!("expected StartProcess")
+        };
+        assert_eq!(spec.tag.as_deref(), Some("srv"));
+        agent
+            .send(&AgentMessage::Started {
+                id: spec.id,
+                pid: 42,
+            })
+            .await;
+        let HostMessage::SubscribeProcess { id, pid } = agent.receive_control().await else {
+            panic!("expected SubscribeProcess")
+        };
+        assert_eq!(pid, 42);
+        let subscribed = AgentMessage::Subscribed {
+            id,
+            dropped_bytes: 7,
+        };
+        agent.send(&subscribed).await;
+        agent.send_data(id, Stream::Stdout, b"listening").await;
+        agent.send(&super::tests::exited(id, 0)).await;
+        agent
+    });
+    let request = super::ProcessRequest {
+        command: crate::Command::Shell("serve".into()),
+        env: std::collections::BTreeMap::new(),
+        cwd: None,
+        stdin: false,
+        tag: Some("srv".into()),
+        timeout: None,
+    };
+    let pid = connection
+        .start_process(&request, &std::collections::BTreeMap::new())
+        .await
+        .expect("starts");
+    assert_eq!(pid, 42);
+    let mut subscription = connection.subscribe_process(42).await.expect("subscribes");
+    assert_eq!(subscription.dropped_bytes, 7);
+    assert_eq!(
+        subscription.stream.next().await,
+        Some(ExecEvent::Stdout(b"listening".to_vec()))
+    );
+    assert!(matches!(
+        subscription.stream.next().await,
+        Some(ExecEvent::Finished(_))
+    ));
     let _agent = fake.await.expect("fake agent");
 }

@@ -70,6 +70,86 @@
 //!   `MPLBACKEND` (default `Agg`; figures open at the end of a cell become `image/png`
 //!   results and are closed).
 //!
+//! # Files, background processes and terminals (protocol version 3)
+//! ```text
+//! // Files (protocol version 3; done inside the sandbox by a worker of uid 1000;
+//! // relative paths start at /home/user; `..` never leaves the sandbox's /):
+//! conn.stat(path).await?           -> FileEntry { name, path, kind: File|Dir|Symlink|Other,
+//!                                     size, mode, modified_at, symlink_target }
+//! conn.list(path, depth 1..=16).await? -> Listing { entries, truncated } // cap 10 000
+//! conn.make_dir(path, parents).await?
+//! conn.move_path(from, to, overwrite).await?
+//! conn.remove(path, recursive).await?
+//! conn.read_file(path, offset, length: Option<u64>).await? -> FileRead { size, length }
+//!     // .next() -> Option<Result<Vec<u8>>> chunks of <= 64 KiB with backpressure;
+//!     // .collect(); dropping it cancels the read.
+//! conn.write_file(path, &WriteOptions { limit, overwrite, mode }, body: impl AsyncRead)
+//!     .await? -> bytes written     // at most 1 MiB in flight; atomic rename at the end
+//! conn.watch(path, recursive).await? -> Watch  // .next() -> Option<Result<Vec<WatchEvent
+//!     // { kind: Create|Write|Remove|Rename|Chmod|Overflow, path, is_dir }>>>; None when
+//!     // the directory is gone; dropping it stops the watch.
+//! // Refusals: Refused { code: NotFound | PermissionDenied | AlreadyExists | NotADirectory
+//! //   | IsADirectory | DirectoryNotEmpty | NotRegularFile (FIFO, socket, device) | NoSpace
+//! //   (ENOSPC, EDQUOT, EFBIG) | TooLarge (over `limit`) | FileError }; error.code().
+//! //   No partial file is ever left by a failed or cancelled write.
+//!
+//! // Background processes (named by pid inside the sandbox):
+//! conn.start_process(&ProcessRequest { command, env, cwd, stdin: bool, tag, timeout:
+//!     Option<Duration> }, &sandbox_env).await? -> pid        // returns once it runs
+//! conn.list_processes().await?     -> Vec<ProcessInfo { pid, command, tag, stdin_open,
+//!                                     subscribers }>
+//! conn.write_process_stdin(pid, bytes).await?   conn.close_process_stdin(pid).await?
+//! conn.signal_process(pid, "SIGTERM").await?    // ALLOWED_SIGNALS; to its process group
+//! conn.subscribe_process(pid).await? -> Subscription { dropped_bytes, stream: ExecStream }
+//!     // output from now on (plus up to 1 MiB buffered while nobody listened), then
+//!     // Finished; several subscribers; dropping the stream only unsubscribes.
+//! // Refusals: UnknownProcess (no such pid, or it ended), InvalidRequest.
+//!
+//! // Terminals:
+//! conn.open_pty(&PtyRequest { cols, rows, env, cwd, timeout }, &sandbox_env).await?
+//!     -> Terminal { pid, output: ExecStream /* Stdout chunks, then Finished */,
+//!                   input: TerminalInput /* .write(bytes), .resize(cols, rows) */ }
+//!     // a login shell (`bash -l`) as `user`; dropping `output` ends the shell's tree.
+//! ```
+//!
+//! # Suggested `Runtime` trait methods for files, processes and terminals (phase 3)
+//! ```text
+//! async fn stat(&self, id: &SandboxId, path: &str) -> Result<FileEntry, RuntimeError>;
+//! async fn list_files(&self, id: &SandboxId, path: &str, depth: u32)
+//!     -> Result<Listing, RuntimeError>;
+//! async fn make_dir(&self, id: &SandboxId, path: &str, parents: bool) -> Result<(), RuntimeError>;
+//! async fn move_path(&self, id: &SandboxId, from: &str, to: &str, overwrite: bool)
+//!     -> Result<(), RuntimeError>;
+//! async fn remove_path(&self, id: &SandboxId, path: &str, recursive: bool)
+//!     -> Result<(), RuntimeError>;
+//! async fn read_file(&self, id: &SandboxId, path: &str, offset: u64, length: Option<u64>)
+//!     -> Result<FileRead, RuntimeError>;
+//! async fn write_file(&self, id: &SandboxId, path: &str, options: &WriteOptions,
+//!     body: Box<dyn AsyncRead + Send + Unpin>) -> Result<u64, RuntimeError>;
+//! async fn watch(&self, id: &SandboxId, path: &str, recursive: bool)
+//!     -> Result<Watch, RuntimeError>;
+//! async fn start_process(&self, id: &SandboxId, request: &ProcessRequest)
+//!     -> Result<u32, RuntimeError>;
+//! async fn list_processes(&self, id: &SandboxId) -> Result<Vec<ProcessInfo>, RuntimeError>;
+//! async fn write_process_stdin(&self, id: &SandboxId, pid: u32, data: &[u8])
+//!     -> Result<(), RuntimeError>;
+//! async fn close_process_stdin(&self, id: &SandboxId, pid: u32) -> Result<(), RuntimeError>;
+//! async fn signal_process(&self, id: &SandboxId, pid: u32, signal: &str)
+//!     -> Result<(), RuntimeError>;
+//! async fn subscribe_process(&self, id: &SandboxId, pid: u32)
+//!     -> Result<Subscription, RuntimeError>;
+//! async fn open_pty(&self, id: &SandboxId, request: &PtyRequest)
+//!     -> Result<Terminal, RuntimeError>;
+//! ```
+//! The sandbox env goes under `start_process`/`open_pty` requests as for exec. File
+//! refusals currently map to `RuntimeError::InvalidRequest { detail }` (the precise
+//! code is lost); suggested: a `RuntimeError::File { code: ErrorCode, detail }` so the
+//! server can answer 404 (NotFound), 403 (PermissionDenied, NotRegularFile), 409
+//! (AlreadyExists, DirectoryNotEmpty), 413 (TooLarge), 507 (NoSpace); and
+//! `UnknownProcess` -> 404. The disk limit of a sandbox (its quota / workspace size)
+//! surfaces as `NoSpace` from the kernel; the upload cap is `WriteOptions::limit`
+//! (default 100 MiB, `DEFAULT_UPLOAD_LIMIT`).
+//!
 //! # Suggested `Runtime` trait methods (for the lead; not added here)
 //! ```text
 //! async fn create_context(&self, id: &SandboxId, request: &ContextRequest)
@@ -102,7 +182,13 @@
 //! PDEATHSIG, NO_NEW_PRIVS, CAPBSET_DROP, CAP_AMBIENT), capset, setgroups, setresuid,
 //! setresgid, setsid, signalfd4, rt_sigtimedwait, rt_sigprocmask, pipe2, dup2/dup3,
 //! close_range, poll, fcntl, chdir, umask, execve, and socketpair (a context runner's
-//! channel). Contexts need their interpreter on the sandbox's `PATH` (`python3`;
+//! channel). Version 3 adds: openat2, openat, mkdirat, renameat2, unlinkat, fchdir,
+//! fstat/newfstatat, getdents64, readlinkat, fchmod, fchown, pread64, inotify_init1
+//! and inotify_add_watch (a watch adds its directories through `/proc/self/fd/N`, so
+//! the sandbox's `/proc` is needed), prctl(PR_SET_DUMPABLE), and for terminals open of
+//! `/dev/ptmx` (or `/dev/pts/ptmx`: a devpts instance mounted with `ptmxmode=0666`)
+//! and ioctl TIOCSPTLCK, TIOCGPTPEER, TIOCSWINSZ, TIOCSCTTY. Terminal shells need
+//! `bash` on the sandbox's `PATH`. Contexts need their interpreter on the sandbox's `PATH` (`python3`;
 //! `node`, which runs with `--expose-internals` for Node's own top-level-await
 //! rewriting; `bash`), and IPython a writable home (`~/.ipython`).
 //!

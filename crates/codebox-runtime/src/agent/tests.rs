@@ -87,7 +87,7 @@ fn request(script: &str, output_limit: usize) -> ExecRequest {
     }
 }
 
-fn exited(id: u64, exit_code: i32) -> AgentMessage {
+pub(super) fn exited(id: u64, exit_code: i32) -> AgentMessage {
     AgentMessage::Exited(ExitReport {
         id,
         exit_code: Some(exit_code),
@@ -457,6 +457,38 @@ mod code {
             (3, ExecutionOutcome::Error)
         );
         assert!(summary.stdout_truncated, "the host's own cap is reported");
+        fake.await.expect("fake agent");
+    }
+
+    #[tokio::test]
+    async fn results_past_the_per_execution_cap_are_dropped() {
+        let (connection, mut agent) = connected().await;
+        let sent = codebox_protocol::MAX_RESULTS + 50;
+        let fake = tokio::spawn(async move {
+            let id = accept(&mut agent, b"x").await;
+            let result = AgentMessage::ExecutionResult {
+                id,
+                is_main_result: false,
+                truncated: false,
+            };
+            for _ in 0..sent {
+                agent
+                    .send_data(id, Stream::Result, br#"{"text/plain":"r"}"#)
+                    .await;
+                agent.send(&result).await;
+            }
+            agent.send(&done(id)).await;
+            agent
+        });
+        let output = connection
+            .execute(&code_request("x", 10))
+            .await
+            .expect("accepted")
+            .collect()
+            .await
+            .expect("done");
+        // The agent's cap and its one notice; a hostile agent gets no further.
+        assert_eq!(output.results.len(), codebox_protocol::MAX_RESULTS + 1);
         fake.await.expect("fake agent");
     }
 

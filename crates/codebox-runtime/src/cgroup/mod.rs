@@ -41,7 +41,7 @@ pub enum CgroupError {
 /// Which cgroup version the host runs, and where its hierarchies are mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
-    /// One mount per v1 controller, in [`V1_CONTROLLERS`] order (controllers
+    /// One mount per v1 controller, in `V1_CONTROLLERS` order (controllers
     /// mounted together share a path).
     V1 { mounts: Vec<(String, PathBuf)> },
     /// The unified hierarchy.

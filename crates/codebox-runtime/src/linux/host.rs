@@ -88,12 +88,14 @@ impl HostContext {
         })
     }
 
-    /// Creates the cgroup, spawns the jail, returns the process and the host end
-    /// of its agent channel. Blocking. On error nothing is left behind.
+    /// Creates the cgroup, spawns the jail (with `template_mounts`, validated),
+    /// returns the process and the host end of its agent channel. Blocking. On
+    /// error nothing is left behind.
     pub fn start(
         &self,
         cgroup_limits: CgroupLimits,
         limits: &SandboxLimits,
+        template_mounts: &[(PathBuf, String)],
     ) -> Result<(HostSandbox, OwnedFd), RuntimeError> {
         let slot = self
             .slots
@@ -111,6 +113,7 @@ impl HostContext {
         let plan = JailPlan::build(&JailInput {
             new_root: &self.rootfs_dir,
             template: &self.template,
+            template_mounts,
             etc_dir: &self.etc_dir,
             agent_path: &self.config.agent_path,
             limits,

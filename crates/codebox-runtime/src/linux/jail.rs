@@ -86,6 +86,11 @@ pub struct JailInput<'a> {
     /// its own mount namespace (so every sandbox can share the same directory).
     pub new_root: &'a Path,
     pub template: &'a [TemplateEntry],
+    /// Language templates: host directory -> absolute mount point, each
+    /// bind-mounted read-only, `nosuid`, `nodev` (checked by
+    /// [`validate_templates`](super::config::validate_templates): plain, outside
+    /// the system directories, not nested).
+    pub template_mounts: &'a [(PathBuf, String)],
     /// The generated `/etc` on the host.
     pub etc_dir: &'a Path,
     /// The agent binary on the host.
@@ -333,6 +338,7 @@ impl Builder {
                 }
             }
         }
+        self.language_templates(input.template_mounts);
         let etc = self.at("etc");
         self.push(Step::BindReadOnly {
             source: cstring(input.etc_dir),
@@ -346,6 +352,28 @@ impl Builder {
             source: cstring(input.agent_path),
             target: agent,
         });
+    }
+
+    /// Creates each mount point's directories in the root tmpfs (each once:
+    /// `/opt`, `/opt/codebox`, ...) and bind-mounts the template read-only there.
+    fn language_templates(&mut self, mounts: &[(PathBuf, String)]) {
+        let mut made: Vec<PathBuf> = Vec::new();
+        for (source, point) in mounts {
+            let relative = point.trim_start_matches('/');
+            let mut partial = PathBuf::new();
+            for component in Path::new(relative).components() {
+                partial.push(component);
+                if !made.contains(&partial) {
+                    self.dir(&partial.to_string_lossy(), 0o755);
+                    made.push(partial.clone());
+                }
+            }
+            let target = self.at(relative);
+            self.push(Step::BindReadOnly {
+                source: cstring(source),
+                target,
+            });
+        }
     }
 
     fn writable_mounts(&mut self, input: &JailInput<'_>) {

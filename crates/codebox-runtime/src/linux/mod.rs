@@ -8,14 +8,21 @@
 //! [`spawn`] (clone, id maps, cgroup attach, setup report), [`host`] (host
 //! objects of one sandbox and their teardown), [`template`] (`/etc` and
 //! runtimes), [`seccomp_policy`] (the reviewed filter), [`slots`] (uid ranges),
-//! [`runtime`] (the [`crate::Runtime`] implementation and the pool),
-//! [`exec_guard`] (OOM reporting and the timeout backstop around executions).
+//! `runtime` (the [`crate::Runtime`] implementation, with the warm pool and
+//! one sandbox's start, watch and teardown as its submodules),
+//! `exec_guard` (OOM reporting and the timeout backstop around executions),
+//! [`prestart`] (default contexts started in warm sandboxes),
+//! [`language_templates`] (the read-only template mounts and their env).
 
 mod code;
 pub mod config;
 mod exec_guard;
+mod files;
 pub mod host;
 pub mod jail;
+pub mod language_templates;
+pub mod prestart;
+mod processes;
 mod runtime;
 pub mod seccomp_policy;
 pub mod slots;

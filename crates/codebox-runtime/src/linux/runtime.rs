@@ -1,31 +1,34 @@
 //! [`LinuxRuntime`]: the [`Runtime`] implementation on top of [`HostContext`]
-//! and the agent connection, with the warm pool and the exit watchers.
+//! and the agent connection: the shared state and the trait's entry points.
+//! The warm pool is [`pool`]; starting, watching and tearing down one sandbox
+//! is [`lifecycle`]; contexts, files and processes are `code.rs`, `files.rs`
+//! and `processes.rs` beside this file.
+
+mod lifecycle;
+mod pool;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use codebox_sys::process::AsyncPidfd;
-use codebox_types::{Resources, RuntimeInfo, SandboxId, TerminationReason};
+use codebox_types::{RuntimeInfo, SandboxId};
 use tokio::sync::{broadcast, Notify};
 use tokio::task::AbortHandle;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::config::LinuxRuntimeConfig;
-use super::host::{cgroup_name, setup_error, HostContext, HostSandbox};
+use super::host::{setup_error, HostContext, HostSandbox};
+use super::language_templates::TemplateSet;
 use super::{exec_guard, template};
 use crate::agent::AgentConnection;
 use crate::cgroup::CgroupLimits;
 use crate::{
-    ExecRequest, ExecStream, RecoverReport, Runtime, RuntimeError, SandboxExited, SandboxLimits,
-    SandboxSpec, SandboxStats,
+    ExecRequest, ExecStream, RecoverReport, Runtime, RuntimeError, SandboxExited, SandboxSpec,
+    SandboxStats,
 };
-
-/// Pause before the pool retries after a failed create.
-const POOL_RETRY: Duration = Duration::from_secs(1);
+use lifecycle::{recover_leftovers, validate_spec};
 
 /// The Linux namespaces runtime. Cheap to clone (shared state).
 #[derive(Debug, Clone)]
@@ -42,6 +45,10 @@ struct Inner {
     pool_wakeup: Arc<Notify>,
     pool_started: AtomicBool,
     shutting_down: AtomicBool,
+    /// The language templates new sandboxes get, with a generation that
+    /// [`LinuxRuntime::set_templates`] bumps (warm sandboxes of an older one
+    /// are replaced).
+    templates: Mutex<(u64, Arc<TemplateSet>)>,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +72,13 @@ struct Live {
     /// watcher) must not run: the slot, and so the cgroup name, may already
     /// belong to a new sandbox.
     ended: AtomicBool,
+    /// Contexts started by the pool before the claim: their runners lack the
+    /// sandbox env, so it goes with each of their executions (`prestart`).
+    prestarted: Mutex<Vec<String>>,
+    /// The language templates mounted in this sandbox (its whole life) and the
+    /// generation they came from.
+    templates: Arc<TemplateSet>,
+    template_generation: u64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -78,6 +92,10 @@ impl LinuxRuntime {
     /// interpreter); call it once at start. Starts nothing: the pool fills after
     /// [`Runtime::recover`] (or the first create).
     pub fn new(config: LinuxRuntimeConfig) -> Result<Self, RuntimeError> {
+        let templates = Arc::new(TemplateSet {
+            mounts: config.template_mounts.clone(),
+            env: config.template_env.clone(),
+        });
         let host = HostContext::prepare(config)?;
         let runtimes = template::detect_runtimes(std::path::Path::new("/"));
         info!(
@@ -94,6 +112,7 @@ impl LinuxRuntime {
                 pool_wakeup: Arc::new(Notify::new()),
                 pool_started: AtomicBool::new(false),
                 shutting_down: AtomicBool::new(false),
+                templates: Mutex::new((0, templates)),
             }),
         })
     }
@@ -124,57 +143,6 @@ impl LinuxRuntime {
             .oom_kills()
             .map_err(|e| setup_error("cgroup_read", e))
     }
-
-    fn start_pool(&self) {
-        if self.inner.host.config.pool_size == 0
-            || self.inner.pool_started.swap(true, Ordering::SeqCst)
-        {
-            return;
-        }
-        tokio::spawn(fill_pool(
-            Arc::downgrade(&self.inner),
-            Arc::clone(&self.inner.pool_wakeup),
-        ));
-    }
-}
-
-/// The cgroup limits for `resources` and `limits`.
-fn cgroup_limits(resources: &Resources, limits: &SandboxLimits) -> CgroupLimits {
-    CgroupLimits {
-        memory_bytes: resources.memory << 20,
-        cpu_millicores: (resources.cpu * 1000.0).round() as u64,
-        pids: u64::from(limits.pids),
-    }
-}
-
-fn validate_spec(spec: &SandboxSpec, runtimes: &[RuntimeInfo]) -> Result<(), RuntimeError> {
-    if !runtimes.iter().any(|r| r.answers_to(&spec.runtime)) {
-        return Err(RuntimeError::UnknownRuntime {
-            name: spec.runtime.clone(),
-        });
-    }
-    let invalid = |detail: &str| {
-        Err(RuntimeError::InvalidRequest {
-            detail: detail.into(),
-        })
-    };
-    let cpu = spec.resources.cpu;
-    if !(codebox_types::sandbox::MIN_CPU..=codebox_types::sandbox::MAX_CPU).contains(&cpu) {
-        return invalid("cpu must be between 0.1 and 16 cores");
-    }
-    let memory = spec.resources.memory;
-    if !(codebox_types::sandbox::MIN_MEMORY_MB..=codebox_types::sandbox::MAX_MEMORY_MB)
-        .contains(&memory)
-    {
-        return invalid("memory must be between 128 and 32768 MiB");
-    }
-    if spec.network {
-        return invalid("outbound network is not available");
-    }
-    if spec.limits.pids == 0 || spec.limits.open_files < 16 || spec.limits.workspace_bytes == 0 {
-        return invalid("limits are too small to run anything");
-    }
-    Ok(())
 }
 
 impl Inner {
@@ -184,197 +152,6 @@ impl Inner {
             .get(id)
             .cloned()
             .ok_or_else(|| RuntimeError::NotFound { id: id.clone() })
-    }
-
-    /// Starts a sandbox and connects to its agent (a cold create).
-    async fn start_live(
-        self: &Arc<Self>,
-        cgroup: CgroupLimits,
-        limits: SandboxLimits,
-    ) -> Result<Arc<Live>, RuntimeError> {
-        let inner = Arc::clone(self);
-        let (host, channel) =
-            tokio::task::spawn_blocking(move || inner.host.start(cgroup, &limits))
-                .await
-                .map_err(|e| setup_error("spawn_task", e))??;
-        match connect(channel, self.host.config.setup_timeout).await {
-            Ok(agent) => Ok(Arc::new(Live {
-                host,
-                agent,
-                env: Mutex::default(),
-                cgroup_limits: Mutex::new(cgroup),
-                watcher: Mutex::default(),
-                ended: AtomicBool::new(false),
-            })),
-            Err(error) => {
-                self.teardown_host(host).await;
-                Err(error)
-            }
-        }
-    }
-
-    async fn teardown_host(self: &Arc<Self>, host: HostSandbox) {
-        let inner = Arc::clone(self);
-        let _ = tokio::task::spawn_blocking(move || inner.host.teardown(&host)).await;
-    }
-
-    /// Frees everything of a sandbox already removed from the state.
-    async fn teardown(self: &Arc<Self>, live: Arc<Live>) -> Result<(), RuntimeError> {
-        if let Some(watcher) = lock(&live.watcher).take() {
-            watcher.abort();
-        }
-        if live.ended.swap(true, Ordering::SeqCst) {
-            return Ok(());
-        }
-        let inner = Arc::clone(self);
-        tokio::task::spawn_blocking(move || inner.host.teardown(&live.host))
-            .await
-            .map_err(|e| setup_error("teardown_task", e))?
-            .map_err(|e| setup_error("teardown", e))
-    }
-
-    /// Watches a sandbox's init and agent channel; when either goes on its own,
-    /// removes the sandbox, frees it and reports why.
-    fn watch(self: &Arc<Self>, live: &Arc<Live>) {
-        let Ok(pidfd) = live.host.pidfd.try_clone() else {
-            warn!(
-                slot = live.host.slot,
-                "cannot watch sandbox: pidfd dup failed"
-            );
-            return;
-        };
-        let weak = Arc::downgrade(self);
-        let watched = Arc::clone(live);
-        let task = tokio::spawn(async move {
-            wait_for_exit(pidfd, &watched).await;
-            if let Some(inner) = weak.upgrade() {
-                inner.on_exit(watched).await;
-            }
-        });
-        *lock(&live.watcher) = Some(task.abort_handle());
-    }
-
-    async fn on_exit(self: &Arc<Self>, live: Arc<Live>) {
-        let id = {
-            let mut state = lock(&self.state);
-            let id = state
-                .sandboxes
-                .iter()
-                .find(|(_, other)| Arc::ptr_eq(other, &live))
-                .map(|(id, _)| id.clone());
-            match &id {
-                Some(id) => drop(state.sandboxes.remove(id)),
-                None => state.pool.retain(|other| !Arc::ptr_eq(other, &live)),
-            }
-            id
-        };
-        lock(&live.watcher).take();
-        if live.ended.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let reason = match live.host.cgroup.oom_kills() {
-            Ok(kills) if kills > 0 => TerminationReason::Oom,
-            _ => TerminationReason::AgentLost,
-        };
-        let inner = Arc::clone(self);
-        let freed = tokio::task::spawn_blocking(move || inner.host.teardown(&live.host)).await;
-        if !matches!(freed, Ok(Ok(()))) {
-            warn!("teardown after a sandbox exit was incomplete");
-        }
-        if let Some(id) = id {
-            info!(sandbox_id = %id, %reason, "sandbox exited on its own");
-            let _ = self.exits.send(SandboxExited { id, reason });
-        }
-        self.pool_wakeup.notify_one();
-    }
-
-    /// Takes a warm sandbox, if the spec fits one.
-    fn claim(&self, limits: &SandboxLimits) -> Option<Arc<Live>> {
-        if *limits != self.host.config.default_limits {
-            return None;
-        }
-        let claimed = lock(&self.state).pool.pop_front();
-        self.pool_wakeup.notify_one();
-        claimed
-    }
-}
-
-async fn wait_for_exit(pidfd: OwnedFd, live: &Live) {
-    match AsyncPidfd::new(pidfd) {
-        Ok(pidfd) => {
-            tokio::select! {
-                _ = pidfd.exited() => {}
-                _ = live.agent.closed() => {}
-            }
-        }
-        Err(error) => {
-            warn!(%error, "pidfd not pollable; watching the agent channel only");
-            live.agent.closed().await;
-        }
-    }
-}
-
-/// Turns the host end of the channel into a connected agent.
-async fn connect(channel: OwnedFd, timeout: Duration) -> Result<AgentConnection, RuntimeError> {
-    let std_stream = std::os::unix::net::UnixStream::from(channel);
-    std_stream
-        .set_nonblocking(true)
-        .map_err(|e| setup_error("agent_channel", e))?;
-    let stream = tokio::net::UnixStream::from_std(std_stream)
-        .map_err(|e| setup_error("agent_channel", e))?;
-    AgentConnection::handshake(stream, timeout)
-        .await
-        .map_err(|e| setup_error("agent_handshake", e))
-}
-
-/// Keeps the pool at `pool_size`, waking up on claims and exits.
-async fn fill_pool(weak: Weak<Inner>, wakeup: Arc<Notify>) {
-    loop {
-        let Some(inner) = weak.upgrade() else { return };
-        if inner.shutting_down.load(Ordering::SeqCst) {
-            return;
-        }
-        let wanted = {
-            let mut state = lock(&inner.state);
-            let short = state.pool.len() + state.pool_pending < inner.host.config.pool_size;
-            if short {
-                state.pool_pending += 1;
-            }
-            short
-        };
-        if !wanted {
-            let notified = wakeup.notified();
-            drop(inner);
-            notified.await;
-            continue;
-        }
-        let config = &inner.host.config;
-        let cgroup = cgroup_limits(&config.default_resources, &config.default_limits);
-        let result = inner
-            .start_live(cgroup, config.default_limits.clone())
-            .await;
-        // `pool_pending` drops only once the sandbox is in the pool or gone, so
-        // `shutdown` can wait for in-flight creations.
-        match result {
-            Ok(live) if !inner.shutting_down.load(Ordering::SeqCst) => {
-                inner.watch(&live);
-                let mut state = lock(&inner.state);
-                state.pool.push_back(live);
-                state.pool_pending -= 1;
-                debug!("warm sandbox ready");
-            }
-            Ok(live) => {
-                let _ = inner.teardown(live).await;
-                lock(&inner.state).pool_pending -= 1;
-                return;
-            }
-            Err(error) => {
-                lock(&inner.state).pool_pending -= 1;
-                warn!(%error, "warm pool create failed");
-                drop(inner);
-                tokio::time::sleep(POOL_RETRY).await;
-            }
-        }
     }
 }
 
@@ -533,6 +310,7 @@ impl Runtime for LinuxRuntime {
         id: &SandboxId,
         request: crate::CodeRequest,
     ) -> Result<crate::CodeStream, RuntimeError> {
+        let request = self.with_prestart_env(id, request)?;
         self.code_execute(id, request).await
     }
 
@@ -549,11 +327,151 @@ impl Runtime for LinuxRuntime {
     }
 
     async fn destroy_context(&self, id: &SandboxId, context: &str) -> Result<(), RuntimeError> {
-        self.code_destroy_context(id, context).await
+        self.code_destroy_context(id, context).await?;
+        // A context created again under this name has the sandbox env itself.
+        if let Ok(live) = self.inner.live(id) {
+            lock(&live.prestarted).retain(|name| name != context);
+        }
+        Ok(())
+    }
+
+    // Files: implemented in `files.rs`.
+
+    async fn stat(&self, id: &SandboxId, path: &str) -> Result<crate::FileEntry, RuntimeError> {
+        self.file_stat(id, path).await
+    }
+
+    async fn list_files(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        depth: u32,
+    ) -> Result<crate::Listing, RuntimeError> {
+        self.file_list(id, path, depth).await
+    }
+
+    async fn make_dir(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        parents: bool,
+    ) -> Result<(), RuntimeError> {
+        self.file_make_dir(id, path, parents).await
+    }
+
+    async fn move_path(
+        &self,
+        id: &SandboxId,
+        from: &str,
+        to: &str,
+        overwrite: bool,
+    ) -> Result<(), RuntimeError> {
+        self.file_move(id, from, to, overwrite).await
+    }
+
+    async fn remove_path(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), RuntimeError> {
+        self.file_remove(id, path, recursive).await
+    }
+
+    async fn read_file(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<crate::FileDownload, RuntimeError> {
+        self.file_read(id, path, offset, length).await
+    }
+
+    async fn write_file(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        options: crate::WriteOptions,
+        body: crate::UploadBody,
+    ) -> Result<u64, RuntimeError> {
+        self.file_write(id, path, options, body).await
+    }
+
+    async fn watch(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        recursive: bool,
+    ) -> Result<crate::FileWatch, RuntimeError> {
+        self.file_watch(id, path, recursive).await
+    }
+
+    // Background processes: implemented in `processes.rs`.
+
+    async fn start_process(
+        &self,
+        id: &SandboxId,
+        request: crate::ProcessRequest,
+    ) -> Result<u32, RuntimeError> {
+        self.process_start(id, request).await
+    }
+
+    async fn list_processes(
+        &self,
+        id: &SandboxId,
+    ) -> Result<Vec<crate::ProcessInfo>, RuntimeError> {
+        self.process_list(id).await
+    }
+
+    async fn write_process_stdin(
+        &self,
+        id: &SandboxId,
+        pid: u32,
+        data: Vec<u8>,
+    ) -> Result<(), RuntimeError> {
+        self.process_write_stdin(id, pid, &data).await
+    }
+
+    async fn close_process_stdin(&self, id: &SandboxId, pid: u32) -> Result<(), RuntimeError> {
+        self.process_close_stdin(id, pid).await
+    }
+
+    async fn signal_process(
+        &self,
+        id: &SandboxId,
+        pid: u32,
+        signal: &str,
+    ) -> Result<(), RuntimeError> {
+        self.process_signal(id, pid, signal).await
+    }
+
+    async fn subscribe_process(
+        &self,
+        id: &SandboxId,
+        pid: u32,
+    ) -> Result<crate::Subscription, RuntimeError> {
+        self.process_subscribe(id, pid).await
     }
 }
 
 impl LinuxRuntime {
+    /// Adds the sandbox env under the request's when the context was started
+    /// by the pool before the sandbox had an env (see `prestart`).
+    fn with_prestart_env(
+        &self,
+        id: &SandboxId,
+        mut request: crate::CodeRequest,
+    ) -> Result<crate::CodeRequest, RuntimeError> {
+        let live = self.inner.live(id)?;
+        if lock(&live.prestarted).contains(&request.context) {
+            let sandbox_env = lock(&live.env);
+            request.env =
+                super::prestart::execution_env(&sandbox_env, &live.templates.env, request.env);
+        }
+        Ok(request)
+    }
+
     /// The agent of a running sandbox and the sandbox's env (for `code.rs`).
     pub(super) fn agent_of(
         &self,
@@ -562,140 +480,5 @@ impl LinuxRuntime {
         let live = self.inner.live(id)?;
         let env = lock(&live.env).clone();
         Ok((live.agent.clone(), env))
-    }
-}
-
-impl LinuxRuntime {
-    async fn create_reserved(&self, spec: &SandboxSpec) -> Result<Arc<Live>, RuntimeError> {
-        let wanted = cgroup_limits(&spec.resources, &spec.limits);
-        let live = match self.inner.claim(&spec.limits) {
-            Some(live) => {
-                let claimed = Arc::clone(&live);
-                let previous = *lock(&live.cgroup_limits);
-                let applied = tokio::task::spawn_blocking(move || {
-                    claimed
-                        .host
-                        .cgroup
-                        .apply(&wanted, Some(previous.memory_bytes))
-                })
-                .await
-                .map_err(|e| setup_error("claim_task", e))?;
-                if let Err(error) = applied {
-                    let _ = self.inner.teardown(live).await;
-                    return Err(setup_error("claim_limits", error));
-                }
-                *lock(&live.cgroup_limits) = wanted;
-                live
-            }
-            None => {
-                let live = self.inner.start_live(wanted, spec.limits.clone()).await?;
-                self.inner.watch(&live);
-                live
-            }
-        };
-        *lock(&live.env) = spec.env.clone();
-        debug!(sandbox_id = %spec.id, slot = live.host.slot, "sandbox created");
-        Ok(live)
-    }
-}
-
-/// Destroys every cgroup under the parent that no live sandbox holds.
-fn recover_leftovers(inner: &Inner) -> Result<RecoverReport, RuntimeError> {
-    let held: Vec<String> = {
-        let state = lock(&inner.state);
-        state
-            .sandboxes
-            .values()
-            .chain(state.pool.iter())
-            .map(|live| cgroup_name(live.host.slot))
-            .collect()
-    };
-    let names = inner
-        .host
-        .cgroups
-        .list()
-        .map_err(|e| setup_error("recover_list", e))?;
-    let mut report = RecoverReport {
-        destroyed: inner.host.clean_root_dir(),
-    };
-    for name in names.into_iter().filter(|name| !held.contains(name)) {
-        match inner.host.cgroups.handle(&name).destroy() {
-            Ok(()) => report.destroyed.push(name),
-            Err(error) => warn!(cgroup = %name, %error, "leftover cgroup not destroyed"),
-        }
-    }
-    if !report.destroyed.is_empty() {
-        info!(
-            count = report.destroyed.len(),
-            "destroyed leftovers of a previous run"
-        );
-    }
-    Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use codebox_types::Resources;
-
-    fn runtimes() -> Vec<RuntimeInfo> {
-        vec![RuntimeInfo {
-            name: "python3".into(),
-            language: "python".into(),
-            version: "3.11.2".into(),
-            aliases: vec!["python".into()],
-        }]
-    }
-
-    fn spec() -> SandboxSpec {
-        SandboxSpec {
-            id: SandboxId::generate(),
-            runtime: "python".into(),
-            resources: Resources::default(),
-            limits: SandboxLimits::default(),
-            env: BTreeMap::new(),
-            network: false,
-        }
-    }
-
-    #[test]
-    fn specs_are_validated() {
-        assert!(validate_spec(&spec(), &runtimes()).is_ok());
-        let mut bad = spec();
-        bad.runtime = "ruby".into();
-        assert!(matches!(
-            validate_spec(&bad, &runtimes()),
-            Err(RuntimeError::UnknownRuntime { .. })
-        ));
-        for (cpu, memory) in [(0.05, 512), (17.0, 512), (1.0, 64), (1.0, 65536)] {
-            let mut bad = spec();
-            bad.resources = Resources { cpu, memory };
-            assert!(matches!(
-                validate_spec(&bad, &runtimes()),
-                Err(RuntimeError::InvalidRequest { .. })
-            ));
-        }
-        let mut bad = spec();
-        bad.network = true;
-        assert!(validate_spec(&bad, &runtimes()).is_err());
-    }
-
-    #[test]
-    fn resources_become_cgroup_limits() {
-        let limits = cgroup_limits(
-            &Resources {
-                cpu: 0.25,
-                memory: 300,
-            },
-            &SandboxLimits::default(),
-        );
-        assert_eq!(
-            limits,
-            CgroupLimits {
-                memory_bytes: 300 << 20,
-                cpu_millicores: 250,
-                pids: 256
-            }
-        );
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use codebox_runtime::Runtime;
 
-use crate::support::{harness, shell};
+use crate::support::{harness, python, shell};
 
 #[tokio::test]
 async fn host_files_are_not_reachable() {
@@ -83,11 +83,7 @@ try:
 except PermissionError:
     print("raw_socket -1 EPERM")
 "#;
-    let request = codebox_runtime::ExecRequest {
-        command: codebox_runtime::Command::Argv(vec!["python3".into(), "-c".into(), probe.into()]),
-        ..shell("")
-    };
-    let output = h.run(&id, request).await;
+    let output = h.run(&id, python(probe)).await;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     let expected = [
         "ptrace_attach_1 -1 EPERM",
@@ -157,19 +153,7 @@ except OSError as e:
 print(open("/proc/net/dev").read())
 print("routes", len(open("/proc/net/route").read().splitlines()) - 1)
 "#;
-    let output = h
-        .run(
-            &id,
-            codebox_runtime::ExecRequest {
-                command: codebox_runtime::Command::Argv(vec![
-                    "python3".into(),
-                    "-c".into(),
-                    probe.into(),
-                ]),
-                ..shell("")
-            },
-        )
-        .await;
+    let output = h.run(&id, python(probe)).await;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(text.contains("postgres ConnectionRefusedError"), "{text}");
     let interfaces: Vec<&str> = text
@@ -189,19 +173,7 @@ async fn only_the_intended_fds_are_open() {
     let probe = "import os\nfds = os.listdir('/proc/self/fd')\nlinks = []\n\
                  for f in fds:\n    try: links.append(os.readlink('/proc/self/fd/' + f))\n\
                  \x20   except FileNotFoundError: pass\nprint(len(fds), sorted(links))";
-    let output = h
-        .run(
-            &id,
-            codebox_runtime::ExecRequest {
-                command: codebox_runtime::Command::Argv(vec![
-                    "python3".into(),
-                    "-c".into(),
-                    probe.into(),
-                ]),
-                ..shell("")
-            },
-        )
-        .await;
+    let output = h.run(&id, python(probe)).await;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     // stdin, stdout, stderr and the directory listdir itself opened.
     assert!(text.starts_with("4 ["), "{text}");

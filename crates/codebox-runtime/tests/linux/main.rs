@@ -6,6 +6,9 @@
 
 mod support;
 
+mod adversarial;
 mod hostile;
 mod lifecycle;
+mod prestart;
 mod resources;
+mod templates;

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use codebox_runtime::{Command, ExecRequest, Runtime, SandboxLimits};
+use codebox_runtime::{ExecRequest, Runtime, SandboxLimits};
 use codebox_types::Resources;
 
-use crate::support::{harness, shell, spec};
+use crate::support::{harness, python, shell, spec};
 
 #[tokio::test]
 async fn a_fork_bomb_is_contained_by_pids() {
@@ -52,15 +52,7 @@ async fn a_memory_bomb_is_oom_killed_and_reported() {
         memory: 128,
     };
     let id = h.sandbox_with(small).await;
-    let request = ExecRequest {
-        command: Command::Argv(vec![
-            "python3".into(),
-            "-c".into(),
-            "x = [b'x' * (1 << 20) for _ in range(1024)]".into(),
-        ]),
-        timeout: Duration::from_secs(20),
-        ..shell("")
-    };
+    let request = python("x = [b'x' * (1 << 20) for _ in range(1024)]");
     let output = h.run(&id, request).await;
     let exit = output.exit.expect("exit");
     assert!(exit.oom_killed, "{exit:?}");
@@ -123,11 +115,7 @@ async fn a_cpu_quota_of_a_fifth_gives_about_a_fifth_of_a_core() {
     let probe = "import time\nwall = time.monotonic(); cpu = time.process_time()\n\
                  while time.monotonic() - wall < 2: pass\n\
                  print((time.process_time() - cpu) / (time.monotonic() - wall))";
-    let request = ExecRequest {
-        command: Command::Argv(vec!["python3".into(), "-c".into(), probe.into()]),
-        ..shell("")
-    };
-    let output = h.run(&id, request).await;
+    let output = h.run(&id, python(probe)).await;
     let ratio: f64 = String::from_utf8_lossy(&output.stdout)
         .trim()
         .parse()

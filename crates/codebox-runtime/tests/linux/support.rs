@@ -94,6 +94,14 @@ pub fn shell(script: &str) -> ExecRequest {
     }
 }
 
+/// `python3 -c code`, otherwise as [`shell`].
+pub fn python(code: &str) -> ExecRequest {
+    ExecRequest {
+        command: Command::Argv(vec!["python3".into(), "-c".into(), code.into()]),
+        ..shell("")
+    }
+}
+
 impl Harness {
     pub async fn sandbox(&self) -> SandboxId {
         self.sandbox_with(spec()).await

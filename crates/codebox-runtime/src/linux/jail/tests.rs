@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use codebox_sys::process::ExecArgs;
 use codebox_sys::seccomp::SockFilter;
@@ -130,12 +130,20 @@ impl Syscall for Recorder {
 
 struct Fixture {
     template: Vec<TemplateEntry>,
+    template_mounts: Vec<(PathBuf, String)>,
     limits: SandboxLimits,
     seccomp: Vec<SockFilter>,
 }
 
 fn fixture() -> Fixture {
     Fixture {
+        template_mounts: vec![
+            (
+                "/data/templates/python3".into(),
+                "/opt/codebox/python3".into(),
+            ),
+            ("/data/templates/node".into(), "/opt/codebox/node".into()),
+        ],
         template: vec![
             TemplateEntry::Bind {
                 name: "usr".into(),
@@ -155,6 +163,7 @@ fn plan(fixture: &Fixture) -> JailPlan {
     JailPlan::build(&JailInput {
         new_root: Path::new("/data/runtime/rootfs"),
         template: &fixture.template,
+        template_mounts: &fixture.template_mounts,
         etc_dir: Path::new("/data/runtime/etc"),
         agent_path: Path::new("/opt/codebox/codebox-agent"),
         limits: &fixture.limits,
@@ -224,6 +233,8 @@ fn only_the_template_etc_agent_and_devices_are_bound() {
         "/usr",
         "/data/runtime/etc",
         "/opt/codebox/codebox-agent",
+        "/data/templates/python3",
+        "/data/templates/node",
         "/dev/null",
         "/dev/zero",
         "/dev/full",
@@ -297,6 +308,44 @@ fn executing_the_plan_makes_the_expected_calls() {
     assert_eq!(failure.index as usize, plan.steps.len() - 1);
     assert_eq!(failure.errno, Errno(libc::ENOENT));
     assert_eq!(failure.error_fd, ERROR_FD);
+}
+
+#[test]
+fn language_templates_are_bound_read_only_nosuid_nodev_at_their_mount_points() {
+    let fixture = fixture();
+    let plan = plan(&fixture);
+    let recorder = Recorder::failing("exec", libc::ENOENT);
+    run(&plan, &recorder, FDS);
+    let calls = recorder.calls();
+    let index = |call: &str| {
+        calls
+            .iter()
+            .position(|c| c == call)
+            .unwrap_or_else(|| panic!("{call} missing from {calls:#?}"))
+    };
+    // Each directory of the mount points is made once, parents first.
+    let root = "/data/runtime/rootfs";
+    let opt = index(&format!("mkdir {root}/opt 755"));
+    let codebox = index(&format!("mkdir {root}/opt/codebox 755"));
+    let python = index(&format!("mkdir {root}/opt/codebox/python3 755"));
+    assert!(opt < codebox && codebox < python);
+    let made = |dir: &str| {
+        calls
+            .iter()
+            .filter(|c| **c == format!("mkdir {root}/{dir} 755"))
+            .count()
+    };
+    assert_eq!((made("opt"), made("opt/codebox")), (1, 1));
+    for name in ["python3", "node"] {
+        let bind = index(&format!(
+            "mount /data/templates/{name} {root}/opt/codebox/{name}  {:#x} ",
+            MS_BIND | MS_REC
+        ));
+        // Read-only, nosuid, nodev, recursively, right after the bind.
+        let sealed = index(&format!("setattr {root}/opt/codebox/{name} true 0x7"));
+        assert_eq!(sealed, bind + 1);
+        assert!(bind < index("pivot_root . ."));
+    }
 }
 
 #[test]
