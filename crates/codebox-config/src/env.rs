@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::model::{CodeboxConfig, LogFormat};
+use crate::model::{CodeboxConfig, ContextLanguage, LogFormat};
 use crate::secret::{ConnectionUrl, Secret};
 use crate::units::{parse_duration, parse_size};
 
@@ -68,6 +68,24 @@ fn size(value: &str) -> Result<u64, String> {
 
 fn non_empty(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
+}
+
+fn non_blank(value: &str) -> Option<String> {
+    (!value.trim().is_empty()).then(|| value.to_owned())
+}
+
+fn context_language(name: &str) -> Result<ContextLanguage, String> {
+    [
+        ContextLanguage::Python,
+        ContextLanguage::Javascript,
+        ContextLanguage::Typescript,
+        ContextLanguage::Bash,
+    ]
+    .into_iter()
+    .find(|language| language.as_str() == name)
+    .ok_or_else(|| {
+        format!("unknown language {name:?} (expected python, javascript, typescript or bash)")
+    })
 }
 
 macro_rules! env_vars {
@@ -187,6 +205,9 @@ env_vars! {
     /// Output kept per stream per execution (e.g. `1MiB`).
     CODEBOX_MAX_OUTPUT_BYTES = "limits.max_output_bytes" =>
         Some(|c, v| { c.limits.max_output_bytes = size(v)?; Ok(()) });
+    /// Largest file upload (e.g. `100MiB`); the sandbox's disk limit also applies.
+    CODEBOX_MAX_UPLOAD_BYTES = "limits.max_upload_bytes" =>
+        Some(|c, v| { c.limits.max_upload_bytes = size(v)?; Ok(()) });
     /// Turn rate limiting off (`false`) for benchmarks and tests.
     CODEBOX_RATE_LIMITS_ENABLED = "rate_limits.enabled" =>
         Some(|c, v| { c.rate_limits.enabled = boolean(v)?; Ok(()) });
@@ -206,6 +227,18 @@ env_vars! {
     /// Most sandboxes this host runs at once.
     CODEBOX_MAX_HOST_SANDBOXES = "runtime.max_sandboxes" =>
         Some(|c, v| { c.runtime.max_sandboxes = number(v)?; Ok(()) });
+    /// Comma-separated languages (`python,javascript,typescript,bash`) whose
+    /// default context every warm sandbox starts before it is claimed; empty
+    /// starts none.
+    CODEBOX_POOL_PRESTART_CONTEXTS = "runtime.pool_prestart_contexts" => Some(|c, v| {
+        c.runtime.pool_prestart_contexts = v
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(context_language)
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    });
     /// Build missing or stale language templates in the background when `serve`
     /// starts (`true`/`false`).
     CODEBOX_TEMPLATES_BUILD_ON_START = "templates.build_on_start" =>
@@ -224,6 +257,11 @@ env_vars! {
     /// Directory holding the built templates and their download caches.
     CODEBOX_TEMPLATES_DIR = "templates.root_dir" =>
         Some(|c, v| { c.templates.root_dir = non_empty(v).map(PathBuf::from); Ok(()) });
+    /// Python run in the warm sandboxes' prestarted python context when the
+    /// python3 template is mounted (e.g. `import numpy, pandas, matplotlib`);
+    /// empty or blank runs none.
+    CODEBOX_PYTHON3_PRELOAD = "templates.python3.preload" =>
+        Some(|c, v| { c.templates.python3.preload = non_blank(v); Ok(()) });
     /// Days executions are kept.
     CODEBOX_RETENTION_EXECUTIONS_DAYS = "retention.executions_days" =>
         Some(|c, v| { c.retention.executions_days = number(v)?; Ok(()) });
@@ -264,6 +302,23 @@ mod tests {
             );
             assert!(!var.doc.trim().is_empty());
         }
+    }
+
+    #[test]
+    fn prestart_contexts_are_a_list_of_known_languages() {
+        let var = lookup(CODEBOX_POOL_PRESTART_CONTEXTS).expect("registered");
+        let mut config = CodeboxConfig::default();
+        var.apply(&mut config, " bash, python ,").expect("applies");
+        assert_eq!(
+            config.runtime.pool_prestart_contexts,
+            [ContextLanguage::Bash, ContextLanguage::Python]
+        );
+        var.apply(&mut config, "").expect("empty is none");
+        assert!(config.runtime.pool_prestart_contexts.is_empty());
+        let error = var
+            .apply(&mut config, "python,ruby")
+            .expect_err("ruby is no language");
+        assert!(error.contains("\"ruby\""), "{error}");
     }
 
     #[test]

@@ -17,9 +17,9 @@ pub mod units;
 
 pub use load::{from_file, from_yaml_str, load, validate, CliOverrides, ConfigError, Environment};
 pub use model::{
-    AuthConfig, CodeboxConfig, DatabaseConfig, LimitsConfig, LogFormat, LoggingConfig,
-    MonitoringConfig, RateLimit, RateLimitsConfig, RedisConfig, RetentionConfig, RuntimeConfig,
-    ServerConfig, TemplatesConfig,
+    AuthConfig, CodeboxConfig, ContextLanguage, DatabaseConfig, LimitsConfig, LogFormat,
+    LoggingConfig, MonitoringConfig, Python3TemplateConfig, RateLimit, RateLimitsConfig,
+    RedisConfig, RetentionConfig, RuntimeConfig, ServerConfig, TemplatesConfig,
 };
 pub use secret::{ConnectionUrl, Secret, REDACTED};
 

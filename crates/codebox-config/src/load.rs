@@ -10,7 +10,7 @@ use serde_yaml::Value;
 use codebox_types::sandbox as codebox_bounds;
 
 use crate::env::{self, REGISTRY};
-use crate::model::CodeboxConfig;
+use crate::model::{CodeboxConfig, ContextLanguage};
 
 /// Why the configuration could not be loaded. Messages name the file, the key
 /// path or the variable so an operator can fix it from one line.
@@ -159,6 +159,16 @@ fn normalize(config: &mut CodeboxConfig) {
         {
             *url = None;
         }
+    }
+    // `preload: ""` (or `${PRELOAD:-}` unset) means no preload.
+    if config
+        .templates
+        .python3
+        .preload
+        .as_ref()
+        .is_some_and(|code| code.trim().is_empty())
+    {
+        config.templates.python3.preload = None;
     }
 }
 
@@ -378,6 +388,9 @@ pub fn validate(config: &CodeboxConfig) -> Result<(), ConfigError> {
             "and max_output_bytes must be above zero",
         ));
     }
+    if limits.max_upload_bytes == 0 {
+        return Err(invalid("limits.max_upload_bytes", "must be above zero"));
+    }
     if config.auth.jwt_leeway > std::time::Duration::from_secs(300) {
         return Err(invalid("auth.jwt_leeway", "must be at most 5m"));
     }
@@ -395,6 +408,7 @@ pub fn validate(config: &CodeboxConfig) -> Result<(), ConfigError> {
             "must be false: codebox records only the size of executed code",
         ));
     }
+    validate_preload(config)?;
     if config.server.max_connections == 0 {
         return Err(invalid("server.max_connections", "must be above zero"));
     }
@@ -418,6 +432,39 @@ pub fn validate(config: &CodeboxConfig) -> Result<(), ConfigError> {
         if limit.requests == 0 || limit.window.is_zero() {
             return Err(invalid(key, "needs requests and window above zero"));
         }
+    }
+    Ok(())
+}
+
+/// A preload must be able to run: the python3 template mounted, a prestarted
+/// python context to run in, no NUL (it travels in an environment variable).
+fn validate_preload(config: &CodeboxConfig) -> Result<(), ConfigError> {
+    let Some(code) = &config.templates.python3.preload else {
+        return Ok(());
+    };
+    if code.contains('\0') {
+        return Err(invalid("templates.python3.preload", "must not contain NUL"));
+    }
+    if !config
+        .templates
+        .enabled
+        .iter()
+        .any(|name| name == "python3")
+    {
+        return Err(invalid(
+            "templates.python3.preload",
+            "needs python3 in templates.enabled (the host's plain python has no libraries to preload)",
+        ));
+    }
+    if !config
+        .runtime
+        .pool_prestart_contexts
+        .contains(&ContextLanguage::Python)
+    {
+        return Err(invalid(
+            "templates.python3.preload",
+            "needs python in runtime.pool_prestart_contexts (it runs in the prestarted context)",
+        ));
     }
     Ok(())
 }

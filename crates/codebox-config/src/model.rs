@@ -231,6 +231,9 @@ pub struct LimitsConfig {
     /// Output kept per stream per execution; beyond it `truncated` is set.
     #[serde(with = "units::size")]
     pub max_output_bytes: u64,
+    /// Largest file upload (`PUT .../files`); the sandbox's disk limit also applies.
+    #[serde(with = "units::size")]
+    pub max_upload_bytes: u64,
     pub max_metadata_entries: usize,
     pub max_metadata_key_len: usize,
     pub max_metadata_value_len: usize,
@@ -257,6 +260,7 @@ impl Default for LimitsConfig {
             max_sandbox_lifetime: Duration::from_secs(24 * 3600),
             max_code_size: 1 << 20,
             max_output_bytes: 1 << 20,
+            max_upload_bytes: 100 << 20,
             max_metadata_entries: 32,
             max_metadata_key_len: 64,
             max_metadata_value_len: 512,
@@ -343,6 +347,32 @@ pub struct RuntimeConfig {
     /// Outbound network for sandboxes. Only `false` (loopback only) is
     /// implemented; `true` is refused at start.
     pub network: bool,
+    /// Languages whose default context every warm sandbox starts before it is
+    /// claimed, so the first execution pays no interpreter start. Each costs
+    /// one idle interpreter per warm sandbox; `[]` starts none.
+    pub pool_prestart_contexts: Vec<ContextLanguage>,
+}
+
+/// A language of code contexts (`POST .../execute` `language`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContextLanguage {
+    Python,
+    Javascript,
+    Typescript,
+    Bash,
+}
+
+impl ContextLanguage {
+    /// The name used in the API and in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Python => "python",
+            Self::Javascript => "javascript",
+            Self::Typescript => "typescript",
+            Self::Bash => "bash",
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -359,6 +389,7 @@ impl Default for RuntimeConfig {
             disk_inodes: 100_000,
             tmp_size: 256 << 20,
             network: false,
+            pool_prestart_contexts: vec![ContextLanguage::Python],
         }
     }
 }
@@ -402,6 +433,20 @@ pub struct TemplatesConfig {
     /// Holds the built templates (`templates/`) and the pip/npm download caches
     /// (`cache/`); unset: the data directory.
     pub root_dir: Option<PathBuf>,
+    /// Settings of the `python3` template.
+    pub python3: Python3TemplateConfig,
+}
+
+/// Settings of the `python3` template.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Python3TemplateConfig {
+    /// Python run in the prestarted python context of every warm sandbox
+    /// before it is claimed (e.g. `import numpy, pandas, matplotlib`), so the
+    /// first cell finds those modules imported. Runs only on the template's
+    /// interpreter (not while the template is unbuilt); needs `python` in
+    /// `runtime.pool_prestart_contexts`. Costs memory in every warm sandbox.
+    pub preload: Option<String>,
 }
 
 impl Default for TemplatesConfig {
@@ -410,6 +455,7 @@ impl Default for TemplatesConfig {
             build_on_start: true,
             enabled: vec!["python3".to_owned(), "node".to_owned()],
             root_dir: None,
+            python3: Python3TemplateConfig::default(),
         }
     }
 }

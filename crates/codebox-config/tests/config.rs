@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use codebox_config::{
-    docs, env, from_yaml_str, load, CliOverrides, CodeboxConfig, ConfigError, Environment,
-    LogFormat,
+    docs, env, from_yaml_str, load, CliOverrides, CodeboxConfig, ConfigError, ContextLanguage,
+    Environment, LogFormat,
 };
 
 fn environment(pairs: &[(&str, &str)]) -> Environment {
@@ -231,6 +231,123 @@ fn inconsistent_limits_are_rejected() {
         let config = yaml(text, &[]).expect("parses");
         let error = codebox_config::validate(&config).expect_err("not implemented");
         assert!(error.to_string().contains("must be false"), "{error}");
+    }
+}
+
+#[test]
+fn prestart_contexts_and_the_python3_preload_from_yaml_and_env() {
+    let defaults = CodeboxConfig::default();
+    assert_eq!(
+        defaults.runtime.pool_prestart_contexts,
+        [ContextLanguage::Python]
+    );
+    assert_eq!(defaults.templates.python3.preload, None);
+    let config = yaml(
+        "runtime: {pool_prestart_contexts: [python, bash]}
+\
+         templates:\n  python3:\n    preload: |\n      import numpy\n      import pandas as pd\n",
+        &[],
+    )
+    .expect("parses");
+    codebox_config::validate(&config).expect("consistent");
+    assert_eq!(
+        config.runtime.pool_prestart_contexts,
+        [ContextLanguage::Python, ContextLanguage::Bash]
+    );
+    assert_eq!(
+        config.templates.python3.preload.as_deref(),
+        Some("import numpy\nimport pandas as pd\n")
+    );
+    // The environment beats the file; empty turns both off.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(&dir, "templates: {python3: {preload: 'import numpy'}}\n");
+    let path = path.to_str().expect("utf-8 path");
+    let env = environment(&[
+        ("CODEBOX_CONFIG", path),
+        ("CODEBOX_PYTHON3_PRELOAD", "import matplotlib"),
+        ("CODEBOX_POOL_PRESTART_CONTEXTS", "python,typescript"),
+    ]);
+    let loaded = load(&env, &CliOverrides::default()).expect("loads");
+    assert_eq!(
+        loaded.templates.python3.preload.as_deref(),
+        Some("import matplotlib")
+    );
+    assert_eq!(
+        loaded.runtime.pool_prestart_contexts,
+        [ContextLanguage::Python, ContextLanguage::Typescript]
+    );
+    let env = environment(&[
+        ("CODEBOX_CONFIG", path),
+        ("CODEBOX_PYTHON3_PRELOAD", " \n"),
+        ("CODEBOX_POOL_PRESTART_CONTEXTS", ""),
+    ]);
+    let loaded = load(&env, &CliOverrides::default()).expect("loads");
+    assert_eq!(loaded.templates.python3.preload, None);
+    assert!(loaded.runtime.pool_prestart_contexts.is_empty());
+    // `${VAR:-}` unset means no preload, like an empty URL.
+    let config = yaml("templates: {python3: {preload: '${PRELOAD:-}'}}\n", &[]).expect("parses");
+    assert_eq!(config.templates.python3.preload, None);
+}
+
+#[test]
+fn bad_prestart_and_preload_settings_name_their_key() {
+    for (text, key) in [
+        (
+            "runtime: {pool_prestart_contexts: [ruby]}\n",
+            "runtime.pool_prestart_contexts",
+        ),
+        (
+            "templates: {python3: {prelaod: x}}\n",
+            "templates.python3.prelaod",
+        ),
+        (
+            "templates: {python3: {preload: [1]}}\n",
+            "templates.python3.preload",
+        ),
+    ] {
+        let error = yaml(text, &[]).expect_err("refused");
+        assert!(error.to_string().contains(key), "{text}: {error}");
+    }
+    let error = load(
+        &environment(&[("CODEBOX_POOL_PRESTART_CONTEXTS", "python,cobol")]),
+        &CliOverrides::default(),
+    )
+    .expect_err("cobol is no language");
+    assert!(
+        error.to_string().contains("CODEBOX_POOL_PRESTART_CONTEXTS"),
+        "{error}"
+    );
+    // A preload that could never run is refused rather than ignored.
+    for (pairs, needs) in [
+        (
+            [
+                ("CODEBOX_PYTHON3_PRELOAD", "import numpy"),
+                ("CODEBOX_TEMPLATES_ENABLED", "node"),
+            ],
+            "templates.enabled",
+        ),
+        (
+            [
+                ("CODEBOX_PYTHON3_PRELOAD", "import numpy"),
+                ("CODEBOX_POOL_PRESTART_CONTEXTS", "bash"),
+            ],
+            "runtime.pool_prestart_contexts",
+        ),
+        (
+            [
+                ("CODEBOX_PYTHON3_PRELOAD", "import numpy\0"),
+                ("CODEBOX_POOL_SIZE", "2"),
+            ],
+            "NUL",
+        ),
+    ] {
+        let error = load(&environment(&pairs), &CliOverrides::default())
+            .expect_err("a preload that cannot run");
+        let message = error.to_string();
+        assert!(
+            message.contains("templates.python3.preload") && message.contains(needs),
+            "{message}"
+        );
     }
 }
 

@@ -411,7 +411,11 @@ impl Core {
     }
 
     /// A live, fully created sandbox of `user`.
-    async fn running_sandbox(&self, user: &User, id: &str) -> Result<SandboxRecord, CoreError> {
+    pub(crate) async fn running_sandbox(
+        &self,
+        user: &User,
+        id: &str,
+    ) -> Result<SandboxRecord, CoreError> {
         let record = self.get_sandbox(user, id).await?;
         if record.status != SandboxStatus::Running {
             return Err(CoreError::Conflict {

@@ -28,6 +28,12 @@ pub enum CoreError {
     /// No such context in the sandbox.
     #[error("context not found")]
     ContextNotFound,
+    /// No such file or directory inside the sandbox.
+    #[error("file not found: {detail}")]
+    FileNotFound { detail: String },
+    /// No such running process in the sandbox.
+    #[error("process not found")]
+    ProcessNotFound,
     /// The sandbox existed and has ended.
     #[error("sandbox has ended: {reason}")]
     Gone { reason: TerminationReason },
@@ -75,7 +81,10 @@ impl CoreError {
         match self {
             CoreError::Validation { .. } | CoreError::InvalidCursor => ErrorCode::ValidationError,
             CoreError::Unauthorized => ErrorCode::Unauthorized,
-            CoreError::NotFound | CoreError::ContextNotFound => ErrorCode::NotFound,
+            CoreError::NotFound
+            | CoreError::ContextNotFound
+            | CoreError::FileNotFound { .. }
+            | CoreError::ProcessNotFound => ErrorCode::NotFound,
             CoreError::Gone { .. } => ErrorCode::SandboxGone,
             CoreError::Conflict { .. } => ErrorCode::Conflict,
             CoreError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,

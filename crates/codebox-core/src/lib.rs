@@ -18,8 +18,10 @@ mod auth;
 mod code;
 mod code_views;
 mod error;
+mod files;
 mod jobs;
 mod metrics;
+mod processes;
 mod requests;
 mod sandboxes;
 mod settings;
@@ -36,14 +38,23 @@ pub use code_views::{
 };
 pub use codebox_store::{ApiKeyRecord, ExecutionRecord, Page, SandboxRecord, User};
 pub use error::{BoxError, CoreError, DEFAULT_RETRY_AFTER};
+pub use files::{
+    validate_path, FileEntryView, ListingView, MakeDirRequest, MoveRequest, UploadView,
+    MAX_LIST_DEPTH, MAX_PATH_BYTES,
+};
 pub use metrics::{CoreMetrics, FailureLabels, FAILURE_REASONS};
+pub use processes::{
+    parse_pid, ProcessEvent, ProcessOutput, ProcessView, SignalRequest, StartProcessRequest,
+    MAX_TAG_BYTES,
+};
 pub use requests::{
     is_env_name, CreateSandboxRequest, ListSandboxesQuery, PageQuery, RunCommandRequest,
     SetTimeoutRequest, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
 };
 pub use settings::{CoreLimits, CoreSettings, RetentionSettings, Secrets};
 pub use views::{
-    CheckResult, CommandResult, ExecutionView, ReadyReport, ReconcileReport, SandboxView,
+    CheckResult, CommandResult, ExecutionView, ReadyReport, ReconcileReport, SandboxMetricsView,
+    SandboxView,
 };
 
 /// A dependency probed by `/ready` besides the store and the runtime (Redis).

@@ -379,7 +379,7 @@ impl Core {
 
     /// An exec that failed because the sandbox went away ends it (the first
     /// reason recorded wins, so a runtime-reported OOM is kept).
-    async fn exec_failed(&self, id: &SandboxId, error: RuntimeError) -> CoreError {
+    pub(crate) async fn exec_failed(&self, id: &SandboxId, error: RuntimeError) -> CoreError {
         match error {
             RuntimeError::NotFound { .. } | RuntimeError::AgentLost { .. } => {
                 tracing::warn!(sandbox_id = %id, error = %error_chain(&error), "sandbox lost during exec");

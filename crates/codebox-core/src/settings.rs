@@ -18,6 +18,8 @@ pub struct CoreLimits {
     pub max_sandbox_lifetime: Duration,
     pub max_code_size: u64,
     pub max_output_bytes: u64,
+    /// Largest file upload.
+    pub max_upload_bytes: u64,
     pub max_metadata_entries: usize,
     pub max_metadata_key_len: usize,
     pub max_metadata_value_len: usize,
@@ -89,6 +91,7 @@ impl CoreSettings {
                 max_sandbox_lifetime: limits.max_sandbox_lifetime,
                 max_code_size: limits.max_code_size,
                 max_output_bytes: limits.max_output_bytes,
+                max_upload_bytes: limits.max_upload_bytes,
                 max_metadata_entries: limits.max_metadata_entries,
                 max_metadata_key_len: limits.max_metadata_key_len,
                 max_metadata_value_len: limits.max_metadata_value_len,

@@ -123,3 +123,36 @@ pub struct ReconcileReport {
     /// Runtime sandboxes without a live row, destroyed.
     pub destroyed: usize,
 }
+
+/// `GET /api/v1/sandboxes/{id}/metrics`: usage from the sandbox's cgroup and
+/// workspace, with the limits it runs under.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SandboxMetricsView {
+    /// CPU time used since the sandbox started, in microseconds.
+    pub cpu_usage_usec: u64,
+    /// Cores the sandbox may use.
+    pub cpu_limit: f64,
+    pub memory_used_bytes: u64,
+    pub memory_peak_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub disk_used_bytes: u64,
+    pub disk_limit_bytes: u64,
+    pub pids: u64,
+    pub pids_limit: u64,
+}
+
+impl From<codebox_runtime::SandboxStats> for SandboxMetricsView {
+    fn from(stats: codebox_runtime::SandboxStats) -> Self {
+        Self {
+            cpu_usage_usec: stats.cpu_usage_usec,
+            cpu_limit: stats.cpu_limit_millicores as f64 / 1000.0,
+            memory_used_bytes: stats.memory_bytes,
+            memory_peak_bytes: stats.memory_peak_bytes,
+            memory_limit_bytes: stats.memory_limit_bytes,
+            disk_used_bytes: stats.disk_bytes,
+            disk_limit_bytes: stats.disk_limit_bytes,
+            pids: stats.pids,
+            pids_limit: stats.pids_limit,
+        }
+    }
+}

@@ -30,6 +30,8 @@ pub struct ApiError {
     retry_after: Option<Duration>,
     /// Extra data sent beside the error (the `/ready` report).
     data: Option<Arc<serde_json::Value>>,
+    /// A status other than the code's (only `416` for an unsatisfiable range).
+    status: Option<StatusCode>,
     internal: Option<Cause>,
 }
 
@@ -43,8 +45,16 @@ impl ApiError {
             reason: None,
             retry_after: None,
             data: None,
+            status: None,
             internal: None,
         }
+    }
+
+    /// Sends `status` instead of the code's (a `416` is a validation error
+    /// whose status tells the client to fix its `Range`).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
     }
 
     /// `INTERNAL_ERROR` with a generic message; `cause` goes to the logs.
@@ -112,6 +122,9 @@ impl ApiError {
     }
 
     pub fn status(&self) -> StatusCode {
+        if let Some(status) = self.status {
+            return status;
+        }
         StatusCode::from_u16(self.code.http_status())
             .expect("every catalogue status is a valid HTTP status")
     }
@@ -281,6 +294,14 @@ impl From<codebox_core::CoreError> for ApiError {
             CoreError::ContextNotFound => {
                 ApiError::new(ErrorCode::NotFound, "no such context in this sandbox")
             }
+            CoreError::FileNotFound { detail } => ApiError::new(
+                ErrorCode::NotFound,
+                format!("no such file or directory: {detail}"),
+            ),
+            CoreError::ProcessNotFound => ApiError::new(
+                ErrorCode::NotFound,
+                "no such running process in this sandbox",
+            ),
             CoreError::Gone { reason } => ApiError::new(
                 ErrorCode::SandboxGone,
                 format!("the sandbox has ended: {reason}"),

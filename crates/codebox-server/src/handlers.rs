@@ -285,6 +285,16 @@ fn unknown_parameter(name: &str) -> ApiError {
     .with_field(shown)
 }
 
+/// `GET /api/v1/sandboxes/{id}/metrics`.
+pub async fn sandbox_metrics(
+    State(state): State<AppState>,
+    AuthenticatedUser(user): AuthenticatedUser,
+    SandboxPath(id): SandboxPath,
+) -> Result<Success<codebox_core::SandboxMetricsView>, ApiError> {
+    let stats = state.core.sandbox_stats(&user, &id).await?;
+    Ok(ok(stats.into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

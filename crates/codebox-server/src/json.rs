@@ -79,7 +79,7 @@ fn reject_declared_oversize(headers: &HeaderMap, limit: usize) -> Result<(), Api
 }
 
 /// Reads the whole body, at most `max_bytes`, each chunk within `stall_timeout`.
-async fn read_body(body: Body, limits: BodyLimits) -> Result<bytes::Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body, limits: BodyLimits) -> Result<bytes::Bytes, ApiError> {
     let mut body = Limited::new(body, limits.max_bytes);
     let mut bytes = bytes::BytesMut::new();
     loop {

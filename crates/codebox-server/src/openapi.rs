@@ -50,7 +50,8 @@ pub struct RouteDoc {
     pub description: &'static str,
     pub authenticated: bool,
     pub params: &'static [ParamDoc],
-    /// Component name of the JSON body, if the operation takes one.
+    /// Component name of the JSON body, if the operation takes one; a media type
+    /// (`application/octet-stream`) for a raw body.
     pub request: Option<&'static str>,
     pub success_status: u16,
     pub success: SuccessBody,
@@ -89,6 +90,8 @@ pub fn document(routes: &[RouteDoc]) -> Value {
         "tags": [
             {"name": "sandboxes", "description": "Sandbox lifecycle and commands"},
             {"name": "code", "description": "Stateful code execution in contexts (python, javascript, typescript, bash)"},
+            {"name": "files", "description": "Files inside a sandbox: streamed download and upload, list, stat, mkdir, move, delete"},
+            {"name": "processes", "description": "Background and streamed processes: start, list, reattach, stdin, signals"},
             {"name": "runtimes", "description": "What sandboxes can be created from"},
             {"name": "system", "description": "Health, readiness, metrics and documentation"}
         ],
@@ -125,9 +128,15 @@ fn operation(route: &RouteDoc) -> Value {
         );
     }
     if let Some(component) = route.request {
+        // A media type instead of a component: a raw (binary) body.
+        let content = if component.contains('/') {
+            json!({component: {"schema": {"type": "string", "format": "binary"}}})
+        } else {
+            json!({"application/json": {"schema": reference(component)}})
+        };
         object.insert(
             "requestBody".into(),
-            json!({"required": true, "content": {"application/json": {"schema": reference(component)}}}),
+            json!({"required": true, "content": content}),
         );
     }
     let security = if route.authenticated {
@@ -232,6 +241,8 @@ fn schemas() -> Value {
         .into_iter()
         .chain(view_schemas())
         .chain(crate::openapi_code::schemas())
+        .chain(crate::openapi_files::schemas())
+        .chain(crate::openapi_files::process_schemas())
         .chain(system_schemas())
     {
         schemas.insert(name.to_owned(), schema);

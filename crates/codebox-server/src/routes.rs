@@ -9,7 +9,7 @@ use codebox_types::ErrorCode;
 
 use crate::openapi::{ParamDoc, ParamLocation, RouteDoc, SuccessBody};
 use crate::state::AppState;
-use crate::{auth, code_handlers, cors, handlers, middleware};
+use crate::{auth, code_handlers, cors, file_routes, handlers, middleware, process_routes};
 
 pub const CREATE_SANDBOX_PATH: &str = "/api/v1/sandboxes";
 const SANDBOX_PATH: &str = "/api/v1/sandboxes/{id}";
@@ -28,7 +28,7 @@ impl std::fmt::Debug for ApiRoute {
     }
 }
 
-fn route<H, T>(doc: RouteDoc, handler: H) -> ApiRoute
+pub(crate) fn route<H, T>(doc: RouteDoc, handler: H) -> ApiRoute
 where
     H: Handler<T, AppState>,
     T: 'static,
@@ -37,6 +37,7 @@ where
         "get" => MethodFilter::GET,
         "post" => MethodFilter::POST,
         "delete" => MethodFilter::DELETE,
+        "put" => MethodFilter::PUT,
         other => panic!("route table uses an unsupported method {other:?}"),
     };
     ApiRoute {
@@ -45,7 +46,7 @@ where
     }
 }
 
-const ID_PARAM: ParamDoc = ParamDoc {
+pub(crate) const ID_PARAM: ParamDoc = ParamDoc {
     name: "id",
     location: ParamLocation::Path,
     description:
@@ -68,7 +69,7 @@ const LIMIT_PARAM: ParamDoc = ParamDoc {
 /// Codes of routes that take a sandbox id.
 const SANDBOX_ERRORS: &[ErrorCode] = &[ErrorCode::NotFound, ErrorCode::SandboxGone];
 
-const fn authenticated(
+pub(crate) const fn authenticated(
     method: &'static str,
     path: &'static str,
     operation_id: &'static str,
@@ -118,6 +119,8 @@ const fn public(
 pub fn table() -> Vec<ApiRoute> {
     let mut routes = sandbox_routes();
     routes.extend(code_routes());
+    routes.extend(file_routes::file_routes());
+    routes.extend(process_routes::process_routes());
     routes.extend(system_routes());
     routes
 }

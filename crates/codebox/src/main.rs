@@ -1,11 +1,13 @@
 //! The `codebox` binary: `serve` runs the API server over the Linux sandbox
 //! runtime; `users`, `keys` and `config` are operator commands that work on the
-//! database and configuration directly.
+//! database and configuration directly; `template` builds and lists the language
+//! templates mounted into sandboxes.
 //!
 //! This crate only wires: configuration comes from `codebox-config`, lifecycle
 //! rules from `codebox-core`, HTTP from `codebox-server`, persistence from
-//! `codebox-store`, sandboxes from `codebox-runtime`. It never uses the fake
-//! runtime. Errors reach the operator as one line on stderr and a non-zero exit.
+//! `codebox-store`, sandboxes from `codebox-runtime`, language templates from
+//! `codebox-template`. It never uses the fake runtime. Errors reach the
+//! operator as one line on stderr and a non-zero exit.
 
 mod admin;
 mod bootstrap;

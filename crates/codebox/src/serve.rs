@@ -8,7 +8,8 @@
 //! every live sandbox as `server_shutdown`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -26,7 +27,7 @@ use crate::bootstrap::{
     allow_runtime_traversal, bootstrap_admin, ensure_data_dir, resolve_secrets, Bootstrap,
 };
 use crate::dependencies::{rate_limiter, with_cache};
-use crate::templates::BackgroundBuilds;
+use crate::templates::{self, BackgroundBuilds};
 
 pub async fn serve(config: CodeboxConfig) -> anyhow::Result<()> {
     ensure_data_dir(&config.data_dir)?;
@@ -34,10 +35,11 @@ pub async fn serve(config: CodeboxConfig) -> anyhow::Result<()> {
     let secrets = resolve_secrets(&config)?;
     let store = open_store(&config).await?;
     let (store, cache) = with_cache(store, &config).await?;
-    let runtime = build_runtime(&config)?;
+    let linux = build_runtime(&config)?;
+    let runtime: Arc<dyn Runtime> = Arc::new(linux.clone());
     // Never awaited before serving: sandboxes created before a template is
     // built run on the host's plain interpreters.
-    let template_builds = BackgroundBuilds::start(&config, |_| {})?;
+    let template_builds = BackgroundBuilds::start(&config, templates::apply_to(linux))?;
     let mut core = Core::new(store, runtime, CoreSettings::from_config(&config, secrets));
     if let Some(cache) = &cache {
         core = core.with_health_check(cache.health_check());
@@ -134,7 +136,7 @@ async fn spawn_metrics_listener(
 
 /// The Linux runtime: root `<data_dir>/runtime`, the agent next to this
 /// executable unless `runtime.agent_path` says otherwise.
-fn build_runtime(config: &CodeboxConfig) -> anyhow::Result<Arc<dyn Runtime>> {
+fn build_runtime(config: &CodeboxConfig) -> anyhow::Result<LinuxRuntime> {
     let root = absolute(config.runtime_root())?;
     let agent = match &config.runtime.agent_path {
         Some(path) => absolute(path.clone())?,
@@ -151,11 +153,47 @@ fn build_runtime(config: &CodeboxConfig) -> anyhow::Result<Arc<dyn Runtime>> {
         memory: config.limits.default_memory_mb,
     };
     runtime_config.default_limits = CoreSettings::sandbox_limits_from_config(config);
+    templates::configure_runtime(config, &mut runtime_config)?;
+    templates::configure_prestart(config, &mut runtime_config);
+    reachable_by_sandboxes(&runtime_config.root_dir)?;
+    reachable_by_sandboxes(&runtime_config.agent_path)?;
+    for (source, _) in &runtime_config.template_mounts {
+        reachable_by_sandboxes(source)?;
+    }
     runtime_config
         .validate()
         .map_err(|message| anyhow::anyhow!("invalid runtime configuration: {message}"))?;
-    let runtime = LinuxRuntime::new(runtime_config).context("cannot start the sandbox runtime")?;
-    Ok(Arc::new(runtime))
+    LinuxRuntime::new(runtime_config).context("cannot start the sandbox runtime")
+}
+
+/// The jail bind-mounts the runtime root, the agent and the templates after it has
+/// become the sandbox's unprivileged host uid, so every directory on the way to
+/// them must be searchable by "other" (and the agent executable by "other").
+/// Without this check every create would fail with a bare permission error; a
+/// data directory under a 0700 home (`/root/...`) is the usual cause.
+fn reachable_by_sandboxes(path: &Path) -> anyhow::Result<()> {
+    for ancestor in path.ancestors() {
+        let metadata = match std::fs::metadata(ancestor) {
+            Ok(metadata) => metadata,
+            // Not created yet: the runtime creates it with a suitable mode.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot inspect {}", ancestor.display()))
+            }
+        };
+        if metadata.permissions().mode() & 0o001 == 0 {
+            anyhow::bail!(
+                "sandboxes cannot reach {}: {} (mode {:o}) is not searchable by other users; \
+                 use a data directory outside it (--data-dir, e.g. /var/lib/codebox) or \
+                 `chmod o+x {}`",
+                path.display(),
+                ancestor.display(),
+                metadata.permissions().mode() & 0o7777,
+                ancestor.display(),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn default_agent_path() -> anyhow::Result<PathBuf> {
@@ -212,4 +250,30 @@ async fn shutdown_signal(stop: watch::Receiver<bool>) {
 /// Resolves once the watch turns true (or its sender is gone).
 async fn wait_for(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::reachable_by_sandboxes;
+
+    #[test]
+    fn a_closed_ancestor_is_named_in_the_error() {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let closed = temp.path().join("home");
+        let data = closed.join("data");
+        fs::create_dir_all(&data).expect("create dirs");
+        fs::set_permissions(temp.path(), fs::Permissions::from_mode(0o711)).expect("chmod");
+        fs::set_permissions(&closed, fs::Permissions::from_mode(0o700)).expect("chmod");
+
+        let error = reachable_by_sandboxes(&data.join("runtime")).expect_err("refused");
+        let message = error.to_string();
+        assert!(message.contains(&closed.display().to_string()), "{message}");
+        assert!(message.contains("mode 700"), "{message}");
+
+        fs::set_permissions(&closed, fs::Permissions::from_mode(0o711)).expect("chmod");
+        reachable_by_sandboxes(&data.join("runtime")).expect("reachable once searchable");
+    }
 }

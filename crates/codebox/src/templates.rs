@@ -10,16 +10,19 @@
 //! plain interpreters.
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use codebox_config::CodeboxConfig;
+use codebox_config::{CodeboxConfig, ContextLanguage};
+use codebox_runtime::{Language, LinuxRuntime, LinuxRuntimeConfig};
 use codebox_template::{
     Cancellable, SandboxEnvironment, TemplateCatalog, TemplateStatus, TracingProgress,
-    WriteProgress,
+    WriteProgress, PYTHON_MOUNT_POINT,
 };
 
 use crate::admin::say;
@@ -44,9 +47,146 @@ pub async fn run(command: TemplateCommand, config: &CodeboxConfig) -> anyhow::Re
     }
 }
 
-/// The templates under `templates.root_dir` (default: the data directory).
+/// The templates under `templates.root_dir` (default: the data directory),
+/// made absolute: the runtime mounts them from a fixed path.
 pub fn catalog(config: &CodeboxConfig) -> TemplateCatalog {
-    TemplateCatalog::new(config.templates_root())
+    let root = config.templates_root();
+    TemplateCatalog::new(std::path::absolute(&root).unwrap_or(root))
+}
+
+/// Gives the runtime the enabled templates already built (their manifest is
+/// read, nothing is run) and lets the jail reach them.
+pub fn configure_runtime(
+    config: &CodeboxConfig,
+    runtime: &mut LinuxRuntimeConfig,
+) -> anyhow::Result<()> {
+    let catalog = catalog(config);
+    let enabled = enabled(config, &catalog)?;
+    if enabled.is_empty() {
+        return Ok(());
+    }
+    if let Err(error) = allow_traversal(config, &catalog) {
+        // Not fatal to serving (a root that cannot even be created holds no
+        // template to mount), but a template the jail cannot traverse to would
+        // fail sandbox creation: say so loudly.
+        tracing::error!(
+            error = format!("{error:#}"),
+            "cannot make the language templates reachable for sandboxes"
+        );
+    }
+    let templates = sandbox_templates(&catalog, &enabled);
+    tracing::info!(
+        mounted = templates.mounts.len(),
+        enabled = enabled.len(),
+        "language templates"
+    );
+    runtime.template_mounts = templates.mounts;
+    runtime.template_env = templates.env;
+    Ok(())
+}
+
+/// Maps the warm pool's prestarted contexts (`runtime.pool_prestart_contexts`)
+/// and the python3 template's preload (`templates.python3.preload`) onto the
+/// runtime. The config's checks guarantee a preload has python3 enabled and a
+/// prestarted python context to run in.
+pub fn configure_prestart(config: &CodeboxConfig, runtime: &mut LinuxRuntimeConfig) {
+    runtime.pool_prestart_contexts = config
+        .runtime
+        .pool_prestart_contexts
+        .iter()
+        .map(|&language| runtime_language(language))
+        .collect();
+    runtime.python_preload = config
+        .templates
+        .python3
+        .preload
+        .as_deref()
+        .map(template_only_preload);
+    if runtime.python_preload.is_some() && runtime.pool_size == 0 {
+        tracing::warn!("templates.python3.preload has no effect: runtime.pool_size is 0");
+    }
+}
+
+fn runtime_language(language: ContextLanguage) -> Language {
+    match language {
+        ContextLanguage::Python => Language::Python,
+        ContextLanguage::Javascript => Language::Javascript,
+        ContextLanguage::Typescript => Language::Typescript,
+        ContextLanguage::Bash => Language::Bash,
+    }
+}
+
+/// `code` guarded to run only on the python3 template's interpreter. The
+/// runtime's preload is one fixed string, but the template may be mounted
+/// only later (built in the background): until then the warm sandboxes run
+/// the host's plain python, which lacks the libraries, and the guard makes the
+/// preload a no-op there (still warming IPython up) instead of a failure on
+/// every pool refill. `sys.prefix` is the venv's root exactly when the runner
+/// was started from `<mount>/bin/python3`. Runs in the cell namespace, so
+/// `import numpy as np` leaves `np` defined; the guard itself defines nothing.
+fn template_only_preload(code: &str) -> String {
+    format!(
+        "if __import__(\"sys\").prefix == {}:\n    \
+         exec(compile({}, \"<templates.python3.preload>\", \"exec\"), globals())\n",
+        python_literal(PYTHON_MOUNT_POINT),
+        python_literal(code)
+    )
+}
+
+/// A Python string literal holding exactly `text`: everything but printable
+/// ASCII is escaped, so no newline, quote or exotic line break can end it.
+fn python_literal(text: &str) -> String {
+    let mut literal = String::with_capacity(text.len() + 2);
+    literal.push('"');
+    for c in text.chars() {
+        match c {
+            '\\' | '"' => {
+                literal.push('\\');
+                literal.push(c);
+            }
+            ' '..='~' => literal.push(c),
+            c => literal.push_str(&format!("\\U{:08x}", u32::from(c))),
+        }
+    }
+    literal.push('"');
+    literal
+}
+
+/// Hands each new set of built templates to the runtime: sandboxes started
+/// afterwards (and the refilled warm pool) get them.
+pub fn apply_to(runtime: LinuxRuntime) -> impl Fn(SandboxTemplates) + Send + 'static {
+    move |templates| {
+        if let Err(error) = runtime.set_templates(templates.mounts, templates.env) {
+            tracing::error!(error = %error, "cannot give the runtime the new templates");
+        }
+    }
+}
+
+/// The jail bind-mounts templates under the sandbox's mapped, unprivileged
+/// host uid, so it must be able to traverse (not list) the directories
+/// leading to them that codebox owns: `<root>/templates`, `<root>` and, when
+/// the root is inside it, the data directory (0700 otherwise).
+fn allow_traversal(config: &CodeboxConfig, catalog: &TemplateCatalog) -> anyhow::Result<()> {
+    let templates = catalog.root();
+    fs::create_dir_all(templates)
+        .with_context(|| format!("cannot create {}", templates.display()))?;
+    let mut dirs = vec![templates.to_owned()];
+    dirs.extend(templates.parent().map(Path::to_owned));
+    let data_dir = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());
+    if templates.starts_with(&data_dir) {
+        dirs.push(data_dir);
+    }
+    for dir in dirs {
+        let mode = fs::metadata(&dir)
+            .with_context(|| format!("cannot inspect {}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode | 0o011))
+                .with_context(|| format!("cannot make {} traversable", dir.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// `templates.enabled`, each checked against the catalog.
@@ -113,6 +253,10 @@ fn megabytes(bytes: u64) -> String {
 /// Builds `names` one after the other, progress on stderr; Ctrl-C cancels (pip
 /// and npm run in their own process groups, so the build kills them itself).
 async fn build(catalog: TemplateCatalog, names: Vec<String>, force: bool) -> anyhow::Result<()> {
+    // Installed before the build starts, so no Ctrl-C can hit the default
+    // handler (which would kill us and leave pip running).
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot handle Ctrl-C")?;
     let cancel = Arc::new(AtomicBool::new(false));
     let task = tokio::task::spawn_blocking({
         let cancel = Arc::clone(&cancel);
@@ -121,7 +265,7 @@ async fn build(catalog: TemplateCatalog, names: Vec<String>, force: bool) -> any
     tokio::pin!(task);
     let joined = tokio::select! {
         joined = &mut task => joined,
-        _ = tokio::signal::ctrl_c() => {
+        _ = interrupt.recv() => {
             let _ = writeln!(std::io::stderr(), "codebox: cancelling the build (Ctrl-C)");
             cancel.store(true, Ordering::Relaxed);
             task.await
@@ -297,6 +441,73 @@ mod tests {
         assert!(
             error.contains("\"ruby\"") && error.contains("python3, node"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn prestart_contexts_and_the_preload_reach_the_runtime() {
+        let mut config = CodeboxConfig::default();
+        let mut runtime = LinuxRuntimeConfig::new("/r".into(), "/a".into());
+        configure_prestart(&config, &mut runtime);
+        assert_eq!(runtime.pool_prestart_contexts, [Language::Python]);
+        assert_eq!(runtime.python_preload, None, "off by default");
+
+        config.runtime.pool_prestart_contexts = vec![
+            ContextLanguage::Bash,
+            ContextLanguage::Python,
+            ContextLanguage::Javascript,
+            ContextLanguage::Typescript,
+        ];
+        config.templates.python3.preload = Some("import numpy as np\nx = \"é\\n\"".into());
+        configure_prestart(&config, &mut runtime);
+        assert_eq!(
+            runtime.pool_prestart_contexts,
+            [
+                Language::Bash,
+                Language::Python,
+                Language::Javascript,
+                Language::Typescript
+            ]
+        );
+        let preload = runtime.python_preload.clone().expect("mapped");
+        assert_eq!(
+            preload,
+            "if __import__(\"sys\").prefix == \"/opt/codebox/python3\":\n    \
+             exec(compile(\"import numpy as np\\U0000000ax = \\\"\\U000000e9\\\\n\\\"\", \
+             \"<templates.python3.preload>\", \"exec\"), globals())\n"
+        );
+        assert_eq!(runtime.validate(), Ok(()));
+
+        config.runtime.pool_prestart_contexts.clear();
+        config.templates.python3.preload = None;
+        configure_prestart(&config, &mut runtime);
+        assert!(runtime.pool_prestart_contexts.is_empty());
+        assert_eq!(runtime.python_preload, None);
+    }
+
+    /// The guarded preload is valid Python that runs the code only on the
+    /// template's interpreter: checked with the host's python3, whose prefix
+    /// is not the template's, and with the prefix faked to be it.
+    #[test]
+    fn the_guarded_preload_runs_only_on_the_template_interpreter() {
+        let guarded = template_only_preload("import json as j\nmarker = 'ran'");
+        let script = format!(
+            "import sys\n{guarded}print('host', 'j' in globals())\n\
+             sys.prefix = '/opt/codebox/python3'\n{guarded}print('template', marker, j.__name__)\n"
+        );
+        let output = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .expect("the host has python3");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "host False\ntemplate ran json\n"
         );
     }
 

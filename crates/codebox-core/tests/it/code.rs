@@ -1,5 +1,5 @@
 //! Stateful code execution through the core, over the fake runtime's streaming
-//! contexts (see `codebox_runtime::fake_code` for the language it interprets).
+//! contexts (see `codebox_runtime::fake` for the language it interprets).
 
 use codebox_core::{
     CoreError, CreateContextRequest, ExecuteRequest, ExecuteView, ExecutionEvent, PageQuery, User,

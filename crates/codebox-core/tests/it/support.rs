@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use codebox_core::{Core, CoreSettings, Secrets, User};
-use codebox_runtime::fake_code::CodeFakeRuntime;
+use codebox_runtime::fake::FakeRuntime;
 use codebox_runtime::{Runtime, SandboxLimits, SandboxSpec};
 use codebox_store::{SqliteStore, Store};
 use codebox_types::{Resources, SandboxId};
@@ -17,7 +17,7 @@ pub const JWT_SECRET: &[u8] = b"jwt-secret-for-tests";
 pub struct Fixture {
     pub core: Arc<Core>,
     pub store: Arc<dyn Store>,
-    pub runtime: CodeFakeRuntime,
+    pub runtime: FakeRuntime,
 }
 
 pub fn secrets() -> Secrets {
@@ -38,7 +38,7 @@ impl Fixture {
                 .await
                 .expect("in-memory SQLite opens"),
         );
-        let runtime = CodeFakeRuntime::new();
+        let runtime = FakeRuntime::new();
         let shared: Arc<dyn Runtime> = Arc::new(runtime.clone());
         let core = Core::new(Arc::clone(&store), shared, settings);
         Self {

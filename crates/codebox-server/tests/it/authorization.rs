@@ -14,10 +14,14 @@ fn request_for(
     id: &str,
     key: Option<&str>,
 ) -> axum::http::Request<axum::body::Body> {
-    let path = doc
+    let mut path = doc
         .path
         .replace("{id}", id)
-        .replace("{cid}", "default-python");
+        .replace("{cid}", "default-python")
+        .replace("{pid}", "1001");
+    if doc.params.iter().any(|param| param.name == "path") {
+        path.push_str("?path=notes.txt");
+    }
     let method = Method::from_bytes(doc.method.to_ascii_uppercase().as_bytes()).expect("valid");
     let body = match doc.operation_id {
         "create_sandbox" => Some(json!({"runtime": app.runtime_name()})),
@@ -25,6 +29,10 @@ fn request_for(
         "run_command" => Some(json!({"cmd": "echo hi"})),
         "execute_code" => Some(json!({"code": "1 + 1"})),
         "create_context" => Some(json!({"language": "python"})),
+        "make_directory" => Some(json!({"path": "d"})),
+        "start_process" => Some(json!({"cmd": "sleep 100"})),
+        "signal_process" => Some(json!({"signal": "SIGTERM"})),
+        "move_path" => Some(json!({"from": "a", "to": "b"})),
         _ => None,
     };
     build(method, &path, key, body.map(|body| body.to_string()))

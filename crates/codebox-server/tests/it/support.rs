@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use bytes::Bytes;
 use codebox_core::{Core, CoreSettings, Secrets, User};
-use codebox_runtime::fake_code::CodeFakeRuntime;
+use codebox_runtime::fake::FakeRuntime;
 use codebox_server::{router, AppState, ServerSettings};
 use codebox_store::LocalRateLimiter;
 use codebox_store::{SqliteStore, Store};
@@ -54,7 +54,7 @@ pub struct TestApp {
     pub router: Router,
     pub state: AppState,
     pub core: Arc<Core>,
-    pub runtime: Arc<CodeFakeRuntime>,
+    pub runtime: Arc<FakeRuntime>,
     pub alice: Caller,
     pub bob: Caller,
 }
@@ -71,7 +71,7 @@ impl TestApp {
                 .expect("in-memory SQLite opens"),
         );
         let store = (options.wrap_store)(store);
-        let runtime = Arc::new(CodeFakeRuntime::new());
+        let runtime = Arc::new(FakeRuntime::new());
         let core = Arc::new(Core::new(store, Arc::clone(&runtime) as _, options.core));
         let alice = caller(&core, "alice").await;
         let bob = caller(&core, "bob").await;

@@ -201,6 +201,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The server process's pid (to read its memory use).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
         let port = free_port();
         // Start-up recovery destroys whatever is under the cgroup parent: never

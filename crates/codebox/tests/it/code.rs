@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::cli::Server;
 
-fn agent_path() -> String {
+pub(crate) fn agent_path() -> String {
     std::env::var("CODEBOX_AGENT_PATH").expect(
         "CODEBOX_AGENT_PATH is unset: build the static agent with \
          `CODEBOX_AGENT_PATH=$(scripts/build-agent)` (scripts/test does this)",
@@ -18,18 +18,29 @@ fn agent_path() -> String {
 }
 
 /// A running server, its admin key and one python sandbox.
-struct Fixture {
+pub(crate) struct Fixture {
     server: Option<Server>,
-    key: String,
-    sandbox: String,
+    pub(crate) key: String,
+    pub(crate) sandbox: String,
     _dir: tempfile::TempDir,
 }
 
 impl Fixture {
-    fn start(runtime: &str) -> Fixture {
+    pub(crate) fn start(runtime: &str) -> Fixture {
+        Self::start_with(runtime, &[])
+    }
+
+    /// A fixture whose server reads `config` (YAML lines) as its config file.
+    pub(crate) fn start_with(runtime: &str, config: &[&str]) -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let agent = agent_path();
-        let env = [("CODEBOX_AGENT_PATH", agent.as_str())];
+        let config_path = dir.path().join("codebox.yaml");
+        let config_path = config_path.to_str().expect("a UTF-8 temp path").to_owned();
+        let mut env = vec![("CODEBOX_AGENT_PATH", agent.as_str())];
+        if !config.is_empty() {
+            std::fs::write(&config_path, config.join("\n")).expect("config written");
+            env.push(("CODEBOX_CONFIG", config_path.as_str()));
+        }
         let server = Server::start(dir.path(), &env);
         let key = read_key(dir.path());
         let mut fixture = Fixture {
@@ -47,11 +58,30 @@ impl Fixture {
         fixture
     }
 
-    fn port(&self) -> u16 {
+    /// The server's peak resident memory so far (`VmHWM`), in bytes.
+    pub(crate) fn server_peak_rss(&self) -> u64 {
+        let pid = self.server.as_ref().expect("running").pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kib| kib * 1024)
+            .expect("VmHWM in /proc/<pid>/status")
+    }
+
+    pub(crate) fn port(&self) -> u16 {
         self.server.as_ref().expect("running").port
     }
 
-    fn call(&self, method: &str, path: &str, body: &Value) -> (u16, String) {
+    pub(crate) fn call(&self, method: &str, path: &str, body: &Value) -> (u16, String) {
         let mut stream = self.send(method, path, body, "application/json");
         let mut response = String::new();
         stream.read_to_string(&mut response).expect("reads");
@@ -128,7 +158,7 @@ fn read_key(dir: &Path) -> String {
         .to_owned()
 }
 
-fn parse(text: &str) -> Value {
+pub(crate) fn parse(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| panic!("not JSON: {text}"))
 }
 
