@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.metadata
 import json
 import os
 import platform
@@ -36,6 +37,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The gateway as shipped, and with TCP_NODELAY on its websockets.
 JKG_VARIANTS = {"jkg": False, "jkg_nodelay": True}
 SYSTEMS = ("codebox", *JKG_VARIANTS)
+# Recorded with the results: the versions the JKG numbers belong to.
+PACKAGES = ("jupyter-kernel-gateway", "ipykernel", "jupyter-server", "tornado", "pyzmq", "websocket-client")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,8 +52,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--pool-settle-ms",
         type=float,
-        default=250.0,
-        help="pause after each pooled sample so the pool refills (untimed)",
+        default=500.0,
+        help="pause after each pooled sample so the pool refills, interpreter included (untimed)",
+    )
+    parser.add_argument(
+        "--pool-fill-seconds",
+        type=float,
+        default=5.0,
+        help="wait after the pooled server starts, while it fills its pool (untimed)",
     )
     parser.add_argument("--warm", type=int, default=2000, help="warm 1+1 round trips (codebox)")
     parser.add_argument("--jkg-starts", type=int, default=30, help="kernel start -> 1+1 samples")
@@ -64,6 +73,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=50, help="untimed round trips before warm samples")
     parser.add_argument("--clients", type=int, default=8, help="throughput clients (one sandbox/kernel each)")
     parser.add_argument("--seconds", type=float, default=10.0, help="throughput duration per system")
+    parser.add_argument(
+        "--templates",
+        choices=("python3", "none"),
+        default="python3",
+        help="mount the python3 template (IPython; built once into --templates-dir) or none (host python)",
+    )
+    parser.add_argument(
+        "--templates-dir",
+        type=Path,
+        default=REPO_ROOT / "target" / "bench-templates",
+        help="where the python3 template is built and kept between runs",
+    )
     parser.add_argument("--quick", action="store_true", help="few samples: a smoke run, not numbers")
     parser.add_argument("--skip-codebox", action="store_true")
     parser.add_argument("--skip-jkg", action="store_true")
@@ -115,14 +136,16 @@ def codebox_binaries() -> tuple[Path, str]:
 def run_codebox(args: argparse.Namespace, run: Run) -> None:
     binary, agent = codebox_binaries()
     settle = args.pool_settle_ms / 1000.0
-    with codebox_side.running_server(binary, agent, 0, "cold") as server:
+    templates = codebox_side.Templates(args.templates_dir, "" if args.templates == "none" else args.templates)
+    templates.build(binary)
+    with codebox_side.running_server(binary, agent, templates, 0, "cold") as server:
         log = server.log_tail
         cold = functools.partial(codebox_side.measure_start, server, args.runtime, args.cold, 0.0)
         run.phase("codebox", "cold_start", lambda: summaries(cold()), log)
-    with codebox_side.running_server(binary, agent, None, "pool") as server:
+    with codebox_side.running_server(binary, agent, templates, None, "pool") as server:
         log = server.log_tail
         # The pool fills in the background after start; let it.
-        time.sleep(settle)
+        time.sleep(args.pool_fill_seconds)
         pool = functools.partial(codebox_side.measure_start, server, args.runtime, args.pool, settle)
         run.phase("codebox", "pool_start", lambda: summaries(pool()), log)
         warm = functools.partial(codebox_side.measure_warm, server, args.runtime, args.warm, args.warmup)
@@ -164,7 +187,16 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "load_average": os.getloadavg(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "codebox_bin": os.environ.get("CODEBOX_BIN"),
     }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def main() -> int:
@@ -180,7 +212,7 @@ def main() -> int:
     document = {
         "machine": started,
         "load_average_after": os.getloadavg(),
-        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"},
         **run.results,
         "ratios": ratios(run.results),
         "targets": targets(run.results),

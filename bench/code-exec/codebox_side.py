@@ -57,6 +57,41 @@ class CodeboxServer:
             return "(no log)"
 
 
+@dataclass
+class Templates:
+    """The language templates the servers mount: `enabled` ("python3", or ""
+    for none: sandboxes then run the host's python without IPython) from
+    `root_dir`, built once up front and reused across runs, never in the
+    background while a phase is measured."""
+
+    root_dir: Path
+    enabled: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "CODEBOX_TEMPLATES_DIR": str(self.root_dir),
+            "CODEBOX_TEMPLATES_ENABLED": self.enabled,
+            "CODEBOX_TEMPLATES_BUILD_ON_START": "false",
+        }
+
+    def build(self, binary: Path) -> None:
+        """`codebox template build` (a no-op when current); pip's progress shows."""
+        if not self.enabled:
+            return
+        self.root_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="codebox-bench-template-"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CODEBOX_")} | self.env()
+        try:
+            subprocess.run(
+                [str(binary), "template", "build", "--data-dir", str(scratch / "data")],
+                env=env,
+                check=True,
+                timeout=1800,
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _server_env(agent: str, pool_size: int | None, cgroup_parent: str) -> dict[str, str]:
     env = {
         key: value
@@ -121,7 +156,9 @@ def _remove_cgroup(parent: str) -> None:
 
 
 @contextmanager
-def running_server(binary: Path, agent: str, pool_size: int | None, label: str) -> Iterator[CodeboxServer]:
+def running_server(
+    binary: Path, agent: str, templates: Templates, pool_size: int | None, label: str
+) -> Iterator[CodeboxServer]:
     """`codebox serve` with fresh data until the block ends; `pool_size` None
     keeps the server's default pool."""
     scratch = Path(tempfile.mkdtemp(prefix=f"codebox-bench-{label}-"))
@@ -130,7 +167,7 @@ def running_server(binary: Path, agent: str, pool_size: int | None, label: str) 
     log = scratch / "codebox-serve.log"
     port = free_port()
     cgroup_parent = f"codebox-bench-exec-{os.getpid()}-{label}"
-    env = _server_env(agent, pool_size, cgroup_parent)
+    env = _server_env(agent, pool_size, cgroup_parent) | templates.env()
     command = [str(binary), "serve", "--port", str(port), "--data-dir", str(data_dir)]
     with open(log, "wb") as log_file:
         process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)

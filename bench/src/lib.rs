@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+pub mod code;
+
 /// p50/p99/mean/min/max of a set of samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Summary {
