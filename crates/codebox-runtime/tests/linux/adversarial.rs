@@ -334,13 +334,21 @@ async fn daemons_do_not_outlive_their_exec_or_context() {
     let output = code(&h, &id, "c", &spawn(7010)).await;
     assert_eq!(output.text(), Some("'spawned'"), "{output:?}");
     // The control: the daemon does outlive its cell (as in Jupyter), and is seen.
+    // Look for the sleep itself (its exact command line), not the short-lived
+    // `sh -c` that starts it and whose command line also names it.
+    let daemon_seen = || {
+        h.processes_in_range().into_iter().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
+                == b"sleep\x007011\x00"
+        })
+    };
     for _ in 0..200 {
-        if !processes_running(&h, "sleep 7011").is_empty() {
+        if daemon_seen() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(!processes_running(&h, "sleep 7011").is_empty(), "not seen");
+    assert!(daemon_seen(), "not seen");
     h.runtime.restart_context(&id, "c").await.expect("restart");
     for needle in ["sleep 7010", "sleep 7011"] {
         assert_eq!(survivors(&h, needle).await, Vec::<u32>::new(), "{needle}");

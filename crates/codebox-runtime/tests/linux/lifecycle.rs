@@ -51,14 +51,24 @@ async fn destroy_kills_everything_in_the_sandbox() {
         )
         .await
         .expect("exec starts");
-    // Wait (bounded) until the agent and the three sleeps run.
+    // Wait (bounded) until the three sleeps run. Count the sleeps themselves, not
+    // every process: the subshells that start them come and go.
+    let sleeps = || {
+        h.processes_in_range()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
+                    == b"sleep\x001000\x00"
+            })
+            .count()
+    };
     for _ in 0..400 {
-        if h.processes_in_range().len() >= 4 {
+        if sleeps() >= 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(h.processes_in_range().len() >= 4, "agent and three sleeps");
+    assert_eq!(sleeps(), 3, "the three sleeps run");
     h.runtime.destroy(&id).await.expect("destroy");
     // The stream ends without an exit status: the sandbox is gone.
     assert!(running.collect().await.is_err());
