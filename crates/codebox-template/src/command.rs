@@ -460,10 +460,20 @@ mod tests {
             "{error:?}"
         );
         let pid = std::fs::read_to_string(&pid_file).expect("pid written");
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
         // Gone, or a zombie waiting for init to reap it: either way not running.
-        let running = stat.is_ok_and(|stat| !stat.contains(") Z "));
-        assert!(!running, "grandchild {pid} survived the group kill");
+        // SIGKILL is delivered asynchronously, so poll (bounded) rather than
+        // read the state once.
+        let running = || {
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+                .is_ok_and(|stat| !stat.contains(") Z "))
+        };
+        for _ in 0..200 {
+            if !running() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        assert!(!running(), "grandchild {pid} survived the group kill");
     }
 
     /// Cancels once the program has printed its first line.
