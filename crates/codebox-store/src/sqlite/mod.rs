@@ -53,6 +53,32 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Ends a newest-first listing: orders by `(created_at, id)`, fetches one row
+    /// past `limit` (so the page knows whether more follow), maps the rows and
+    /// cuts the page with its next cursor.
+    async fn fetch_page<T>(
+        &self,
+        operation: &'static str,
+        mut query: QueryBuilder<'_, Sqlite>,
+        limit: u32,
+        from_row: fn(&'static str, &sqlx::sqlite::SqliteRow) -> Result<T, StoreError>,
+        key: fn(&T) -> (i64, String),
+    ) -> Result<Page<T>, StoreError> {
+        query
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows = query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_op(operation))?;
+        let records = rows
+            .iter()
+            .map(|row| from_row(operation, row))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(cursor::paginate(records, limit, key))
+    }
+
     /// Opens (creating if needed, mode 0600) the database file at `path` with
     /// default pool settings, and migrates it.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -409,21 +435,14 @@ impl Store for SqliteStore {
                 .push(")");
         }
         push_after(&mut query, position.as_ref());
-        query
-            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(i64::from(limit) + 1);
-        let rows = query
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_op(OP))?;
-        let records = rows
-            .iter()
-            .map(|row| sandbox_from_row(OP, row))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(cursor::paginate(records, limit, |record| {
-            (micros(record.created_at), record.id.to_string())
-        }))
+        self.fetch_page(
+            OP,
+            query,
+            limit,
+            sandbox_from_row,
+            |record: &SandboxRecord| (micros(record.created_at), record.id.to_string()),
+        )
+        .await
     }
 
     async fn mark_sandbox_running(&self, id: &SandboxId) -> Result<bool, StoreError> {
@@ -544,21 +563,14 @@ impl Store for SqliteStore {
         ));
         query.push_bind(sandbox_id.as_str());
         push_after(&mut query, position.as_ref());
-        query
-            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(i64::from(limit) + 1);
-        let rows = query
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_op(OP))?;
-        let records = rows
-            .iter()
-            .map(|row| execution_from_row(OP, row))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(cursor::paginate(records, limit, |record| {
-            (micros(record.created_at), record.id.to_string())
-        }))
+        self.fetch_page(
+            OP,
+            query,
+            limit,
+            execution_from_row,
+            |record: &ExecutionRecord| (micros(record.created_at), record.id.to_string()),
+        )
+        .await
     }
 
     async fn purge(
