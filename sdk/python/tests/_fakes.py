@@ -3,6 +3,7 @@ and records every request the SDK sends."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -56,6 +57,109 @@ RUNTIMES_JSON: Dict[str, Any] = {
         {"name": "python3", "language": "python", "version": "3.11.2", "aliases": ["python3.11"]}
     ]
 }
+
+
+# A 1x1 transparent PNG.
+PNG_BYTES = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+
+END_EVENT: Dict[str, Any] = {
+    "type": "end",
+    "execution_id": "exec-1",
+    "context_id": "default-python",
+    "execution_count": 3,
+    "duration_ms": 12,
+    "outcome": "error",
+    "restarted": False,
+    "truncated": False,
+}
+
+EXECUTION_EVENTS: List[Dict[str, Any]] = [
+    {"type": "stdout", "text": "1\n"},
+    {"type": "stderr", "text": "warn\n"},
+    {
+        "type": "result",
+        "text/plain": "<Figure>",
+        "image/png": base64.b64encode(PNG_BYTES).decode(),
+        "is_main_result": False,
+    },
+    {"type": "stdout", "text": "2\n"},
+    {"type": "result", "text/plain": "42", "text/html": "<b>42</b>", "is_main_result": True},
+    {
+        "type": "error",
+        "name": "ZeroDivisionError",
+        "value": "division by zero",
+        "traceback": "Traceback ...",
+    },
+    END_EVENT,
+]
+
+CONTEXT_JSON: Dict[str, Any] = {
+    "id": "ctx-0123456789abcdef",
+    "language": "python",
+    "cwd": "/home/user",
+    "is_default": False,
+}
+
+ENTRY_JSON: Dict[str, Any] = {
+    "name": "data.csv",
+    "path": "/home/user/data.csv",
+    "type": "file",
+    "size": 5,
+    "mode": 420,
+    "modified_at": "2026-11-29T10:00:00Z",
+    "symlink_target": None,
+}
+
+METRICS_JSON: Dict[str, Any] = {
+    "cpu_usage_usec": 1000,
+    "cpu_limit": 1.0,
+    "memory_used_bytes": 1 << 20,
+    "memory_peak_bytes": 2 << 20,
+    "memory_limit_bytes": 512 << 20,
+    "disk_used_bytes": 4096,
+    "disk_limit_bytes": 1 << 30,
+    "pids": 3,
+    "pids_limit": 256,
+}
+
+PROCESS_JSON: Dict[str, Any] = {
+    "pid": 42,
+    "cmd": ["bash", "-c", "cat"],
+    "tag": "worker",
+    "stdin_open": True,
+}
+
+PROCESS_EVENTS: List[Dict[str, Any]] = [
+    {"type": "start", "pid": 42, "dropped_bytes": 7},
+    {"type": "stdout", "data": "out\n"},
+    {"type": "stderr", "data": "err\n"},
+    {"type": "stdout", "data": "more\n"},
+    {"type": "end", "exit_code": None, "signal": 9, "timed_out": False},
+]
+
+WATCH_SSE = (
+    ": a comment line\n"
+    'event: create\ndata: {"type": "create", "path": "/home/user/a", "is_dir": false}\n\n'
+    'event: write\ndata: {"type": "write", "path": "/home/user/a", "is_dir": false}\n\n'
+    'event: create\ndata: {"type": "create", "path": "/home/user/d", "is_dir": true}\n\n'
+)
+
+
+def ndjson(events: List[Dict[str, Any]], status: int = 200) -> httpx.Response:
+    body = "".join(json.dumps(event) + "\n" for event in events)
+    return httpx.Response(
+        status, content=body.encode(), headers={"content-type": "application/x-ndjson"}
+    )
+
+
+def sse(text: str) -> httpx.Response:
+    return httpx.Response(200, content=text.encode(), headers={"content-type": "text/event-stream"})
+
+
+def raw(data: bytes) -> httpx.Response:
+    return httpx.Response(200, content=data, headers={"content-type": "application/octet-stream"})
 
 
 def ok(data: Any, status: int = 200, headers: Optional[Dict[str, str]] = None) -> httpx.Response:
@@ -125,4 +229,34 @@ def standard_server(sandbox_id: str = SANDBOX_ID) -> FakeServer:
         .on("POST", f"{base}/timeout", ok(sandbox_json(sandbox_id)))
         .on("POST", f"{base}/commands", ok(COMMAND_JSON))
         .on("GET", "/api/v1/runtimes", ok(RUNTIMES_JSON))
+        .on("GET", f"{base}/metrics", ok(METRICS_JSON))
+        .on("POST", f"{base}/execute", ndjson(EXECUTION_EVENTS))
+        .on("POST", f"{base}/contexts", ok(CONTEXT_JSON, status=201))
+        .on("GET", f"{base}/contexts", ok({"contexts": [CONTEXT_JSON]}))
+        .on("DELETE", f"{base}/contexts/{CONTEXT_JSON['id']}", ok({"id": "x", "deleted": True}))
+        .on("POST", f"{base}/contexts/{CONTEXT_JSON['id']}/restart", ok({"id": "x"}))
+        .on("POST", f"{base}/contexts/{CONTEXT_JSON['id']}/interrupt", ok({"id": "x"}))
+        .on("GET", f"{base}/files", raw(b"a,b\n1,2\n"))
+        .on("PUT", f"{base}/files", _upload_answer)
+        .on("DELETE", f"{base}/files", ok({"path": "/home/user/x", "deleted": True}))
+        .on("GET", f"{base}/files/list", ok({"entries": [ENTRY_JSON], "truncated": False}))
+        .on("GET", f"{base}/files/stat", ok(ENTRY_JSON))
+        .on("POST", f"{base}/files/mkdir", ok({**ENTRY_JSON, "type": "dir"}, status=201))
+        .on("POST", f"{base}/files/move", ok(ENTRY_JSON))
+        .on("GET", f"{base}/files/watch", sse(WATCH_SSE))
+        .on("POST", f"{base}/processes", ok(PROCESS_JSON, status=201))
+        .on("GET", f"{base}/processes", ok({"processes": [PROCESS_JSON]}))
+        .on("GET", f"{base}/processes/42/stream", ndjson(PROCESS_EVENTS))
+        .on("POST", f"{base}/processes/42/stdin", _stdin_answer)
+        .on("POST", f"{base}/processes/42/close-stdin", ok({"closed": True}))
+        .on("POST", f"{base}/processes/42/signal", ok({"signal": "SIGKILL", "sent": True}))
     )
+
+
+def _upload_answer(request: httpx.Request) -> httpx.Response:
+    path = request.url.params.get("path", "")
+    return ok({"path": path, "size": len(request.content)}, status=201)
+
+
+def _stdin_answer(request: httpx.Request) -> httpx.Response:
+    return ok({"written": len(request.content)})

@@ -99,6 +99,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def templates_dir() -> Path:
+    """Where the server builds its python3 template: kept across runs (the first
+    build needs PyPI and takes minutes; later ones find it current). Its
+    parents must be searchable by the sandbox user, like the data directory."""
+    configured = os.environ.get("CODEBOX_SDK_TEMPLATES_DIR")
+    return Path(configured) if configured else REPO_ROOT / "target" / "sdk-python-templates"
+
+
 def _server_env(agent: str) -> Dict[str, str]:
     env = {
         key: value
@@ -107,6 +115,13 @@ def _server_env(agent: str) -> Dict[str, str]:
     }
     env["CODEBOX_AGENT_PATH"] = agent
     env["MAX_SANDBOXES_PER_USER"] = str(MAX_SANDBOXES_PER_USER)
+    # Only python3 (charts); its build runs in the background while tests run.
+    env["CODEBOX_TEMPLATES_ENABLED"] = "python3"
+    env["CODEBOX_TEMPLATES_BUILD_ON_START"] = "true"
+    directory = templates_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    env["CODEBOX_TEMPLATES_DIR"] = str(directory)
     return env
 
 

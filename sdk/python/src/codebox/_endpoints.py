@@ -42,8 +42,35 @@ LIST_SANDBOXES = Endpoint("GET", "/api/v1/sandboxes")
 GET_SANDBOX = Endpoint("GET", "/api/v1/sandboxes/{id}")
 DELETE_SANDBOX = Endpoint("DELETE", "/api/v1/sandboxes/{id}")
 SET_SANDBOX_TIMEOUT = Endpoint("POST", "/api/v1/sandboxes/{id}/timeout")
+GET_SANDBOX_METRICS = Endpoint("GET", "/api/v1/sandboxes/{id}/metrics")
 RUN_COMMAND = Endpoint("POST", "/api/v1/sandboxes/{id}/commands")
 LIST_RUNTIMES = Endpoint("GET", "/api/v1/runtimes")
+
+EXECUTE_CODE = Endpoint("POST", "/api/v1/sandboxes/{id}/execute")
+CREATE_CONTEXT = Endpoint("POST", "/api/v1/sandboxes/{id}/contexts")
+LIST_CONTEXTS = Endpoint("GET", "/api/v1/sandboxes/{id}/contexts")
+DELETE_CONTEXT = Endpoint("DELETE", "/api/v1/sandboxes/{id}/contexts/{cid}")
+RESTART_CONTEXT = Endpoint("POST", "/api/v1/sandboxes/{id}/contexts/{cid}/restart")
+INTERRUPT_CONTEXT = Endpoint("POST", "/api/v1/sandboxes/{id}/contexts/{cid}/interrupt")
+
+DOWNLOAD_FILE = Endpoint("GET", "/api/v1/sandboxes/{id}/files")
+UPLOAD_FILE = Endpoint("PUT", "/api/v1/sandboxes/{id}/files")
+DELETE_FILE = Endpoint("DELETE", "/api/v1/sandboxes/{id}/files")
+LIST_FILES = Endpoint("GET", "/api/v1/sandboxes/{id}/files/list")
+STAT_FILE = Endpoint("GET", "/api/v1/sandboxes/{id}/files/stat")
+MAKE_DIRECTORY = Endpoint("POST", "/api/v1/sandboxes/{id}/files/mkdir")
+MOVE_PATH = Endpoint("POST", "/api/v1/sandboxes/{id}/files/move")
+WATCH_FILES = Endpoint("GET", "/api/v1/sandboxes/{id}/files/watch")
+
+START_PROCESS = Endpoint("POST", "/api/v1/sandboxes/{id}/processes")
+LIST_PROCESSES = Endpoint("GET", "/api/v1/sandboxes/{id}/processes")
+STREAM_PROCESS = Endpoint("GET", "/api/v1/sandboxes/{id}/processes/{pid}/stream")
+WRITE_PROCESS_STDIN = Endpoint("POST", "/api/v1/sandboxes/{id}/processes/{pid}/stdin")
+CLOSE_PROCESS_STDIN = Endpoint("POST", "/api/v1/sandboxes/{id}/processes/{pid}/close-stdin")
+SIGNAL_PROCESS = Endpoint("POST", "/api/v1/sandboxes/{id}/processes/{pid}/signal")
+
+# A WebSocket (GET with an upgrade): not an HTTP operation of the transports.
+OPEN_PTY = Endpoint("GET", "/api/v1/sandboxes/{id}/pty")
 
 ALL: Tuple[Endpoint, ...] = (
     CREATE_SANDBOX,
@@ -51,6 +78,28 @@ ALL: Tuple[Endpoint, ...] = (
     GET_SANDBOX,
     DELETE_SANDBOX,
     SET_SANDBOX_TIMEOUT,
+    GET_SANDBOX_METRICS,
     RUN_COMMAND,
     LIST_RUNTIMES,
+    EXECUTE_CODE,
+    CREATE_CONTEXT,
+    LIST_CONTEXTS,
+    DELETE_CONTEXT,
+    RESTART_CONTEXT,
+    INTERRUPT_CONTEXT,
+    DOWNLOAD_FILE,
+    UPLOAD_FILE,
+    DELETE_FILE,
+    LIST_FILES,
+    STAT_FILE,
+    MAKE_DIRECTORY,
+    MOVE_PATH,
+    WATCH_FILES,
+    START_PROCESS,
+    LIST_PROCESSES,
+    STREAM_PROCESS,
+    WRITE_PROCESS_STDIN,
+    CLOSE_PROCESS_STDIN,
+    SIGNAL_PROCESS,
+    OPEN_PTY,
 )

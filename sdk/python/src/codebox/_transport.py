@@ -10,12 +10,25 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, Awaitable, Callable, Dict, Mapping, Optional
+from contextlib import asynccontextmanager, contextmanager
+from typing import (
+    Any,
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Dict,
+    Iterator,
+    Mapping,
+    Optional,
+    TypeVar,
+)
 
 import httpx
 
-from ._config import ConnectionConfig, RetryPolicy, parse_retry_after
+from ._config import NO_RETRY, ConnectionConfig, RetryPolicy, parse_retry_after
 from ._endpoints import Endpoint
+from ._ops import Call
 from .errors import (
     APIConnectionError,
     CodeboxError,
@@ -33,6 +46,12 @@ logger = logging.getLogger("codebox")
 _RETRYABLE_STATUSES = (429, 503)
 
 Params = Optional[Mapping[str, Any]]
+T = TypeVar("T")
+# An error answer is read up to this much: enough for any envelope, and a
+# misbehaving proxy cannot make the client buffer an endless body.
+_MAX_ERROR_BODY = 64 * 1024
+# Chunks of a download handed to the caller.
+DOWNLOAD_CHUNK = 256 * 1024
 
 
 class _RetryBudget:
@@ -77,10 +96,10 @@ def _decode_success(response: httpx.Response) -> Any:
     return body["data"]
 
 
-def _error_of(response: httpx.Response) -> CodeboxError:
+def _error_of(response: httpx.Response, body: bytes) -> CodeboxError:
     return error_from_response(
         response.status_code,
-        response.content,
+        body,
         retry_after=parse_retry_after(response.headers.get("retry-after")),
         header_request_id=response.headers.get("x-request-id"),
     )
@@ -88,6 +107,8 @@ def _error_of(response: httpx.Response) -> CodeboxError:
 
 def _transport_error(exc: httpx.HTTPError, endpoint: Endpoint, api_url: str) -> CodeboxError:
     what = f"{endpoint.method} {endpoint.template}"
+    if isinstance(exc, httpx.StreamError):
+        return APIConnectionError(f"{what}: the request body stream failed: {exc}")
     if isinstance(exc, httpx.TimeoutException):
         return TimeoutError(f"no answer in time from {api_url} for {what}")
     return APIConnectionError(
@@ -109,7 +130,38 @@ def _log_retry(endpoint: Endpoint, error: CodeboxError, delay: float) -> None:
 def _timeout(config: ConnectionConfig, seconds: Optional[float]) -> httpx.Timeout:
     if seconds is None:
         return config.http_timeout()
+    if seconds == float("inf"):
+        connect = min(10.0, config.request_timeout)
+        return httpx.Timeout(None, connect=connect, write=config.request_timeout)
     return httpx.Timeout(seconds, connect=min(10.0, seconds))
+
+
+def _plain_call(
+    endpoint: Endpoint,
+    path_params: Optional[Dict[str, str]],
+    params: Params,
+    body: Any,
+    timeout: Optional[float],
+) -> "Call[Any]":
+    return Call(endpoint, path_params or {}, params=params, json=body, timeout=timeout)
+
+
+def _budget(config: ConnectionConfig, call: "Call[Any]") -> _RetryBudget:
+    # A streamed body cannot be sent twice: such a call is never retried.
+    return _RetryBudget(config.retry if call.replayable else NO_RETRY)
+
+
+def _build(client: Any, config: ConnectionConfig, call: "Call[Any]") -> httpx.Request:
+    request: httpx.Request = client.build_request(
+        call.endpoint.method,
+        call.path,
+        params=call.params,
+        json=call.json,
+        content=call.content,
+        headers=dict(call.headers),
+        timeout=_timeout(config, call.timeout),
+    )
+    return request
 
 
 class SyncTransport:
@@ -141,32 +193,65 @@ class SyncTransport:
         timeout: Optional[float] = None,
     ) -> Any:
         """Runs ``endpoint`` and returns the envelope's ``data``."""
-        budget = _RetryBudget(self.config.retry)
-        path = endpoint.path(**(path_params or {}))
+        return self.call(_plain_call(endpoint, path_params, params, body, timeout))
+
+    def call(self, call: "Call[T]") -> T:
+        """Runs ``call`` and returns its parsed ``data``."""
+        response = self._open(call, stream=False)
+        return call.parse(_decode_success(response))
+
+    @contextmanager
+    def stream(self, call: "Call[Any]") -> Iterator[httpx.Response]:
+        """The successful answer of ``call``, its body not read yet; closed
+        when the block ends. Failures before the body are typed errors."""
+        response = self._open(call, stream=True)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def lines(self, call: "Call[Any]", response: httpx.Response) -> Iterator[str]:
+        """The body's lines; a broken or silent connection is a typed error."""
+        try:
+            yield from response.iter_lines()
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, call.endpoint, self.config.api_url) from exc
+
+    def chunks(self, call: "Call[Any]", response: httpx.Response) -> Iterator[bytes]:
+        try:
+            yield from response.iter_bytes(DOWNLOAD_CHUNK)
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, call.endpoint, self.config.api_url) from exc
+
+    def _open(self, call: "Call[Any]", *, stream: bool) -> httpx.Response:
+        budget = _budget(self.config, call)
         while True:
-            response = self._send(endpoint, path, params, body, timeout)
+            request = _build(self._client, self.config, call)
+            try:
+                response = self._client.send(request, stream=stream)
+            except httpx.HTTPError as exc:
+                raise _transport_error(exc, call.endpoint, self.config.api_url) from exc
             if response.is_success:
-                return _decode_success(response)
-            error = _error_of(response)
+                return response
+            error = _error_of(response, self._error_body(call, response))
             delay = budget.delay_before_retry(error)
             if delay is None:
                 raise error
-            _log_retry(endpoint, error, delay)
+            _log_retry(call.endpoint, error, delay)
             self._sleep(delay)
 
-    def _send(
-        self, endpoint: Endpoint, path: str, params: Params, body: Any, timeout: Optional[float]
-    ) -> httpx.Response:
+    def _error_body(self, call: "Call[Any]", response: httpx.Response) -> bytes:
+        body = bytearray()
         try:
-            return self._client.request(
-                endpoint.method,
-                path,
-                params=params,
-                json=body,
-                timeout=_timeout(self.config, timeout),
-            )
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) >= _MAX_ERROR_BODY:
+                    break
         except httpx.HTTPError as exc:
-            raise _transport_error(exc, endpoint, self.config.api_url) from exc
+            raise _transport_error(exc, call.endpoint, self.config.api_url) from exc
+        finally:
+            response.close()
+        return bytes(body)
 
     def close(self) -> None:
         self._client.close()
@@ -200,32 +285,67 @@ class AsyncTransport:
         timeout: Optional[float] = None,
     ) -> Any:
         """Runs ``endpoint`` and returns the envelope's ``data``."""
-        budget = _RetryBudget(self.config.retry)
-        path = endpoint.path(**(path_params or {}))
+        return await self.call(_plain_call(endpoint, path_params, params, body, timeout))
+
+    async def call(self, call: "Call[T]") -> T:
+        """Runs ``call`` and returns its parsed ``data``."""
+        response = await self._open(call, stream=False)
+        return call.parse(_decode_success(response))
+
+    @asynccontextmanager
+    async def stream(self, call: "Call[Any]") -> AsyncIterator[httpx.Response]:
+        """As :meth:`SyncTransport.stream`."""
+        response = await self._open(call, stream=True)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def lines(self, call: "Call[Any]", response: httpx.Response) -> AsyncGenerator[str, None]:
+        try:
+            async for line in response.aiter_lines():
+                yield line
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, call.endpoint, self.config.api_url) from exc
+
+    async def chunks(
+        self, call: "Call[Any]", response: httpx.Response
+    ) -> AsyncGenerator[bytes, None]:
+        try:
+            async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK):
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, call.endpoint, self.config.api_url) from exc
+
+    async def _open(self, call: "Call[Any]", *, stream: bool) -> httpx.Response:
+        budget = _budget(self.config, call)
         while True:
-            response = await self._send(endpoint, path, params, body, timeout)
+            request = _build(self._client, self.config, call)
+            try:
+                response = await self._client.send(request, stream=stream)
+            except httpx.HTTPError as exc:
+                raise _transport_error(exc, call.endpoint, self.config.api_url) from exc
             if response.is_success:
-                return _decode_success(response)
-            error = _error_of(response)
+                return response
+            error = _error_of(response, await self._error_body(call, response))
             delay = budget.delay_before_retry(error)
             if delay is None:
                 raise error
-            _log_retry(endpoint, error, delay)
+            _log_retry(call.endpoint, error, delay)
             await self._sleep(delay)
 
-    async def _send(
-        self, endpoint: Endpoint, path: str, params: Params, body: Any, timeout: Optional[float]
-    ) -> httpx.Response:
+    async def _error_body(self, call: "Call[Any]", response: httpx.Response) -> bytes:
+        body = bytearray()
         try:
-            return await self._client.request(
-                endpoint.method,
-                path,
-                params=params,
-                json=body,
-                timeout=_timeout(self.config, timeout),
-            )
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) >= _MAX_ERROR_BODY:
+                    break
         except httpx.HTTPError as exc:
-            raise _transport_error(exc, endpoint, self.config.api_url) from exc
+            raise _transport_error(exc, call.endpoint, self.config.api_url) from exc
+        finally:
+            await response.aclose()
+        return bytes(body)
 
     async def aclose(self) -> None:
         await self._client.aclose()

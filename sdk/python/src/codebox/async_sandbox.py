@@ -1,5 +1,6 @@
-"""The asyncio client: :class:`AsyncSandbox` and :class:`AsyncCommands`, the
-same surface as :mod:`codebox.sandbox` with ``await``.
+"""The asyncio client: :class:`AsyncSandbox`, the same surface as
+:mod:`codebox.sandbox` with ``await``, executing the same
+:mod:`codebox._ops` calls.
 
 ``async with await AsyncSandbox.create() as sbx:`` kills the sandbox and closes
 the connection pool on exit.
@@ -9,16 +10,19 @@ from __future__ import annotations
 
 import logging
 from types import TracebackType
-from typing import AsyncIterator, List, Mapping, Optional, Type
+from typing import AsyncIterator, List, Mapping, Optional, Type, Union
 
 import httpx
 
-from . import _endpoints as api
+from . import _ops as ops
 from ._config import ConnectionConfig, RetryPolicy
-from ._requests import command_body, command_http_timeout, create_body, list_params
 from ._transport import AsyncTransport
+from .commands import AsyncCommands
+from .contexts import AsyncContexts
 from .errors import SandboxGoneError
-from .models import CommandResult, RuntimeInfo, SandboxInfo, SandboxPage, runtimes_from_api
+from .files import AsyncFiles
+from .models import Context, Execution, RuntimeInfo, SandboxInfo, SandboxMetrics
+from .pty import AsyncPty
 
 logger = logging.getLogger("codebox")
 
@@ -34,33 +38,6 @@ def _open(
     return AsyncTransport(config, transport=transport)
 
 
-class AsyncCommands:
-    """Shell commands in one sandbox (``sbx.commands``)."""
-
-    def __init__(self, sandbox_id: str, transport: AsyncTransport) -> None:
-        self._sandbox_id = sandbox_id
-        self._transport = transport
-
-    async def run(
-        self,
-        cmd: str,
-        *,
-        timeout: Optional[int] = None,
-        env: Optional[Mapping[str, str]] = None,
-        cwd: Optional[str] = None,
-        stdin: Optional[str] = None,
-    ) -> CommandResult:
-        """Runs ``bash -c cmd`` as the sandbox's unprivileged user and waits.
-        See :meth:`codebox.Commands.run`."""
-        data = await self._transport.request(
-            api.RUN_COMMAND,
-            path_params={"id": self._sandbox_id},
-            body=command_body(cmd, timeout, env, cwd, stdin),
-            timeout=command_http_timeout(timeout, self._transport.config.request_timeout),
-        )
-        return CommandResult.from_api(data)
-
-
 class AsyncSandbox:
     """A handle on one sandbox. Get one with ``await AsyncSandbox.create()``
     or ``await AsyncSandbox.connect(id)``."""
@@ -70,6 +47,9 @@ class AsyncSandbox:
         self._transport = transport
         self._killed = False
         self.commands = AsyncCommands(info.id, transport)
+        self.files = AsyncFiles(info.id, transport)
+        self.contexts = AsyncContexts(info.id, transport)
+        self.pty = AsyncPty(info.id, transport.config)
 
     @property
     def id(self) -> str:
@@ -102,8 +82,9 @@ class AsyncSandbox:
         """Creates and starts a sandbox. See :meth:`codebox.Sandbox.create`."""
         http = _open(api_url, api_key, request_timeout, retry, transport)
         try:
-            body = create_body(runtime, cpu, memory, timeout, metadata, env_vars)
-            info = SandboxInfo.from_api(await http.request(api.CREATE_SANDBOX, body=body))
+            info = await http.call(
+                ops.create_sandbox(runtime, cpu, memory, timeout, metadata, env_vars)
+            )
         except BaseException:
             await http.aclose()
             raise
@@ -123,8 +104,7 @@ class AsyncSandbox:
         """A handle on an existing live sandbox."""
         http = _open(api_url, api_key, request_timeout, retry, transport)
         try:
-            data = await http.request(api.GET_SANDBOX, path_params={"id": sandbox_id})
-            info = SandboxInfo.from_api(data)
+            info = await http.call(ops.get_sandbox(sandbox_id))
         except BaseException:
             await http.aclose()
             raise
@@ -161,31 +141,69 @@ class AsyncSandbox:
         """The runtimes the server offers."""
         http = _open(api_url, api_key, request_timeout, retry, transport)
         try:
-            return runtimes_from_api(await http.request(api.LIST_RUNTIMES))
+            return await http.call(ops.list_runtimes())
         finally:
             await http.aclose()
 
     async def info(self) -> SandboxInfo:
         """The sandbox's current view. Raises ``SandboxGoneError`` once it ended."""
-        data = await self._transport.request(api.GET_SANDBOX, path_params={"id": self.id})
-        self._info = SandboxInfo.from_api(data)
+        self._info = await self._transport.call(ops.get_sandbox(self.id))
         return self._info
 
     async def set_timeout(self, seconds: int) -> SandboxInfo:
         """The sandbox now expires ``seconds`` from now."""
-        data = await self._transport.request(
-            api.SET_SANDBOX_TIMEOUT, path_params={"id": self.id}, body={"timeout": seconds}
-        )
-        self._info = SandboxInfo.from_api(data)
+        self._info = await self._transport.call(ops.set_timeout(self.id, seconds))
         return self._info
 
     async def kill(self) -> SandboxInfo:
         """Kills the sandbox and returns its final view. Raises
         ``SandboxGoneError`` if it had already ended."""
-        data = await self._transport.request(api.DELETE_SANDBOX, path_params={"id": self.id})
-        self._info = SandboxInfo.from_api(data)
+        self._info = await self._transport.call(ops.delete_sandbox(self.id))
         self._killed = True
         return self._info
+
+    async def metrics(self) -> SandboxMetrics:
+        """CPU, memory, disk and process usage against the sandbox's limits."""
+        return await self._transport.call(ops.sandbox_metrics(self.id))
+
+    async def run_code(
+        self,
+        code: str,
+        language: Optional[str] = None,
+        *,
+        context: Union[str, Context, None] = None,
+        timeout: Optional[int] = None,
+        env_vars: Optional[Mapping[str, str]] = None,
+        on_stdout: Optional[ops.Callback] = None,
+        on_stderr: Optional[ops.Callback] = None,
+        on_result: Optional[ops.Callback] = None,
+        on_error: Optional[ops.Callback] = None,
+    ) -> Execution:
+        """See :meth:`codebox.Sandbox.run_code`. Callbacks may be plain or
+        coroutine functions; each is awaited before the next event is read."""
+        call = ops.execute(
+            self.id, code, language=language, context=context, timeout=timeout, env_vars=env_vars
+        )
+        callbacks = {
+            "on_stdout": on_stdout,
+            "on_stderr": on_stderr,
+            "on_result": on_result,
+            "on_error": on_error,
+        }
+        builder = ops.ExecutionBuilder()
+        async with self._transport.stream(call) as response:
+            lines = self._transport.lines(call, response)
+            try:
+                async for line in lines:
+                    if not line:
+                        continue
+                    event = ops.decode_json_line(line, "execution")
+                    await ops.maybe_await(ops.pick(callbacks, builder.feed(event)))
+                    if builder.ended:
+                        break
+            finally:
+                await lines.aclose()
+        return builder.finish()
 
     async def close(self) -> None:
         """Closes the connection pool; the sandbox itself keeps running."""
@@ -230,8 +248,7 @@ async def _iterate_pages(
     try:
         cursor: Optional[str] = None
         while True:
-            params = list_params(status, metadata, page_size, cursor)
-            page = SandboxPage.from_api(await http.request(api.LIST_SANDBOXES, params=params))
+            page = await http.call(ops.list_sandboxes(status, metadata, page_size, cursor))
             for info in page.sandboxes:
                 yield info
             if page.next_cursor is None:

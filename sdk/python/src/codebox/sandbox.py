@@ -1,25 +1,31 @@
-"""The blocking client: :class:`Sandbox` and its :class:`Commands`.
+"""The blocking client: :class:`Sandbox`.
 
 One ``Sandbox`` object is a handle on one server-side sandbox and owns one
 HTTP connection pool; ``with Sandbox.create() as sbx:`` kills the sandbox and
-closes the pool on exit. Code execution, files, processes and the PTY will join
-this class as the server grows those endpoints.
+closes the pool on exit. Its parts: :meth:`Sandbox.run_code`,
+``sbx.contexts`` (:class:`~codebox.Contexts`), ``sbx.files``
+(:class:`~codebox.Files`), ``sbx.commands`` (:class:`~codebox.Commands`) and
+``sbx.pty`` (:class:`~codebox.Pty`). Requests are described once in
+:mod:`codebox._ops` and executed by :class:`~codebox._transport.SyncTransport`.
 """
 
 from __future__ import annotations
 
 import logging
 from types import TracebackType
-from typing import Iterator, List, Mapping, Optional, Type
+from typing import Iterator, List, Mapping, Optional, Type, Union
 
 import httpx
 
-from . import _endpoints as api
+from . import _ops as ops
 from ._config import ConnectionConfig, RetryPolicy
-from ._requests import command_body, command_http_timeout, create_body, list_params
 from ._transport import SyncTransport
+from .commands import Commands
+from .contexts import Contexts
 from .errors import SandboxGoneError
-from .models import CommandResult, RuntimeInfo, SandboxInfo, SandboxPage, runtimes_from_api
+from .files import Files
+from .models import Context, Execution, RuntimeInfo, SandboxInfo, SandboxMetrics
+from .pty import Pty
 
 logger = logging.getLogger("codebox")
 
@@ -35,38 +41,6 @@ def _open(
     return SyncTransport(config, transport=transport)
 
 
-class Commands:
-    """Shell commands in one sandbox (``sbx.commands``)."""
-
-    def __init__(self, sandbox_id: str, transport: SyncTransport) -> None:
-        self._sandbox_id = sandbox_id
-        self._transport = transport
-
-    def run(
-        self,
-        cmd: str,
-        *,
-        timeout: Optional[int] = None,
-        env: Optional[Mapping[str, str]] = None,
-        cwd: Optional[str] = None,
-        stdin: Optional[str] = None,
-    ) -> CommandResult:
-        """Runs ``bash -c cmd`` as the sandbox's unprivileged user and waits.
-
-        ``timeout`` is in seconds (server default 30, at most 300); a command
-        that outlives it is killed and comes back with ``timed_out=True``, not
-        as an exception. A non-zero exit is not an exception either: check
-        ``exit_code`` (or ``ok``).
-        """
-        data = self._transport.request(
-            api.RUN_COMMAND,
-            path_params={"id": self._sandbox_id},
-            body=command_body(cmd, timeout, env, cwd, stdin),
-            timeout=command_http_timeout(timeout, self._transport.config.request_timeout),
-        )
-        return CommandResult.from_api(data)
-
-
 class Sandbox:
     """A handle on one sandbox. Get one with :meth:`create` or :meth:`connect`."""
 
@@ -75,6 +49,9 @@ class Sandbox:
         self._transport = transport
         self._killed = False
         self.commands = Commands(info.id, transport)
+        self.files = Files(info.id, transport)
+        self.contexts = Contexts(info.id, transport)
+        self.pty = Pty(info.id, transport.config)
 
     @property
     def id(self) -> str:
@@ -113,8 +90,7 @@ class Sandbox:
         """
         http = _open(api_url, api_key, request_timeout, retry, transport)
         try:
-            body = create_body(runtime, cpu, memory, timeout, metadata, env_vars)
-            info = SandboxInfo.from_api(http.request(api.CREATE_SANDBOX, body=body))
+            info = http.call(ops.create_sandbox(runtime, cpu, memory, timeout, metadata, env_vars))
         except BaseException:
             http.close()
             raise
@@ -135,9 +111,7 @@ class Sandbox:
         ``SandboxGoneError`` if it has ended)."""
         http = _open(api_url, api_key, request_timeout, retry, transport)
         try:
-            info = SandboxInfo.from_api(
-                http.request(api.GET_SANDBOX, path_params={"id": sandbox_id})
-            )
+            info = http.call(ops.get_sandbox(sandbox_id))
         except BaseException:
             http.close()
             raise
@@ -178,36 +152,81 @@ class Sandbox:
         """The runtimes the server offers (names and aliases for :meth:`create`)."""
         http = _open(api_url, api_key, request_timeout, retry, transport)
         try:
-            return runtimes_from_api(http.request(api.LIST_RUNTIMES))
+            return http.call(ops.list_runtimes())
         finally:
             http.close()
 
     def info(self) -> SandboxInfo:
         """The sandbox's current view. Raises ``SandboxGoneError`` once it ended."""
-        self._info = SandboxInfo.from_api(
-            self._transport.request(api.GET_SANDBOX, path_params={"id": self.id})
-        )
+        self._info = self._transport.call(ops.get_sandbox(self.id))
         return self._info
 
     def set_timeout(self, seconds: int) -> SandboxInfo:
         """The sandbox now expires ``seconds`` from now (never beyond the
         server's maximum lifetime)."""
-        self._info = SandboxInfo.from_api(
-            self._transport.request(
-                api.SET_SANDBOX_TIMEOUT, path_params={"id": self.id}, body={"timeout": seconds}
-            )
-        )
+        self._info = self._transport.call(ops.set_timeout(self.id, seconds))
         return self._info
 
     def kill(self) -> SandboxInfo:
         """Kills everything in the sandbox and frees it; returns the final view
         (``status`` ``terminated``). Raises ``SandboxGoneError`` if it had
         already ended."""
-        self._info = SandboxInfo.from_api(
-            self._transport.request(api.DELETE_SANDBOX, path_params={"id": self.id})
-        )
+        self._info = self._transport.call(ops.delete_sandbox(self.id))
         self._killed = True
         return self._info
+
+    def metrics(self) -> SandboxMetrics:
+        """CPU, memory, disk and process usage against the sandbox's limits."""
+        return self._transport.call(ops.sandbox_metrics(self.id))
+
+    def run_code(
+        self,
+        code: str,
+        language: Optional[str] = None,
+        *,
+        context: Union[str, Context, None] = None,
+        timeout: Optional[int] = None,
+        env_vars: Optional[Mapping[str, str]] = None,
+        on_stdout: Optional[ops.Callback] = None,
+        on_stderr: Optional[ops.Callback] = None,
+        on_result: Optional[ops.Callback] = None,
+        on_error: Optional[ops.Callback] = None,
+    ) -> Execution:
+        """Runs ``code`` in a context and returns its :class:`~codebox.Execution`.
+
+        State persists between calls of one context (the language's default
+        context unless ``context`` is given; see :attr:`contexts`).
+        ``language``: ``python``, ``javascript``, ``typescript`` or ``bash``
+        (default: the context's, else the runtime's). ``timeout`` in seconds
+        from the start of the execution (default 30, at most 300): on expiry
+        the code is interrupted and the state survives. ``env_vars`` apply to
+        this execution only.
+
+        Output streams while the code runs: ``on_stdout`` / ``on_stderr`` get
+        each chunk of text, ``on_result`` each :class:`~codebox.Result`,
+        ``on_error`` the :class:`~codebox.ExecutionError`, in the order the
+        code produced them. An error in the code is ``execution.error``, not
+        an exception; API failures are exceptions. An exception raised by a
+        callback stops the stream, which interrupts the code.
+        """
+        call = ops.execute(
+            self.id, code, language=language, context=context, timeout=timeout, env_vars=env_vars
+        )
+        callbacks = {
+            "on_stdout": on_stdout,
+            "on_stderr": on_stderr,
+            "on_result": on_result,
+            "on_error": on_error,
+        }
+        builder = ops.ExecutionBuilder()
+        with self._transport.stream(call) as response:
+            for line in self._transport.lines(call, response):
+                if not line:
+                    continue
+                ops.pick(callbacks, builder.feed(ops.decode_json_line(line, "execution")))
+                if builder.ended:
+                    break
+        return builder.finish()
 
     def close(self) -> None:
         """Closes the connection pool; the sandbox itself keeps running."""
@@ -254,8 +273,7 @@ def _iterate_pages(
     try:
         cursor: Optional[str] = None
         while True:
-            params = list_params(status, metadata, page_size, cursor)
-            page = SandboxPage.from_api(http.request(api.LIST_SANDBOXES, params=params))
+            page = http.call(ops.list_sandboxes(status, metadata, page_size, cursor))
             yield from page.sandboxes
             if page.next_cursor is None:
                 return
