@@ -195,7 +195,8 @@ function environment(name: string): string | undefined {
   return processGlobal()?.env?.[name] || undefined;
 }
 
-function isNode(): boolean {
+/** Whether this runs on Node (which has a `process` global with `versions.node`). */
+export function isNode(): boolean {
   return typeof processGlobal()?.versions?.["node"] === "string";
 }
 

@@ -8,7 +8,7 @@
 
 import { NotFoundError } from "./errors.js";
 
-export type HttpMethod = "GET" | "POST" | "DELETE";
+export type HttpMethod = "GET" | "POST" | "PUT" | "DELETE";
 
 const PLACEHOLDER = /\{([a-z_]+)\}/g;
 // Values whose segment the WHATWG URL parser (and so fetch) would remove as
@@ -60,6 +60,41 @@ export const DELETE_SANDBOX = new Endpoint("DELETE", "/api/v1/sandboxes/{id}");
 export const SET_SANDBOX_TIMEOUT = new Endpoint("POST", "/api/v1/sandboxes/{id}/timeout");
 export const RUN_COMMAND = new Endpoint("POST", "/api/v1/sandboxes/{id}/commands");
 export const LIST_RUNTIMES = new Endpoint("GET", "/api/v1/runtimes");
+export const SANDBOX_METRICS = new Endpoint("GET", "/api/v1/sandboxes/{id}/metrics");
+
+export const EXECUTE = new Endpoint("POST", "/api/v1/sandboxes/{id}/execute");
+export const CREATE_CONTEXT = new Endpoint("POST", "/api/v1/sandboxes/{id}/contexts");
+export const LIST_CONTEXTS = new Endpoint("GET", "/api/v1/sandboxes/{id}/contexts");
+export const DELETE_CONTEXT = new Endpoint("DELETE", "/api/v1/sandboxes/{id}/contexts/{cid}");
+export const RESTART_CONTEXT = new Endpoint(
+  "POST",
+  "/api/v1/sandboxes/{id}/contexts/{cid}/restart",
+);
+export const INTERRUPT_CONTEXT = new Endpoint(
+  "POST",
+  "/api/v1/sandboxes/{id}/contexts/{cid}/interrupt",
+);
+
+export const READ_FILE = new Endpoint("GET", "/api/v1/sandboxes/{id}/files");
+export const WRITE_FILE = new Endpoint("PUT", "/api/v1/sandboxes/{id}/files");
+export const WRITE_FILES = new Endpoint("POST", "/api/v1/sandboxes/{id}/files");
+export const DELETE_FILE = new Endpoint("DELETE", "/api/v1/sandboxes/{id}/files");
+export const LIST_FILES = new Endpoint("GET", "/api/v1/sandboxes/{id}/files/list");
+export const STAT_FILE = new Endpoint("GET", "/api/v1/sandboxes/{id}/files/stat");
+export const MAKE_DIR = new Endpoint("POST", "/api/v1/sandboxes/{id}/files/mkdir");
+export const MOVE_FILE = new Endpoint("POST", "/api/v1/sandboxes/{id}/files/move");
+export const WATCH_FILES = new Endpoint("GET", "/api/v1/sandboxes/{id}/files/watch");
+
+export const START_PROCESS = new Endpoint("POST", "/api/v1/sandboxes/{id}/processes");
+export const LIST_PROCESSES = new Endpoint("GET", "/api/v1/sandboxes/{id}/processes");
+export const PROCESS_STREAM = new Endpoint("GET", "/api/v1/sandboxes/{id}/processes/{pid}/stream");
+export const PROCESS_STDIN = new Endpoint("POST", "/api/v1/sandboxes/{id}/processes/{pid}/stdin");
+export const PROCESS_CLOSE_STDIN = new Endpoint(
+  "POST",
+  "/api/v1/sandboxes/{id}/processes/{pid}/close-stdin",
+);
+export const PROCESS_SIGNAL = new Endpoint("POST", "/api/v1/sandboxes/{id}/processes/{pid}/signal");
+export const PTY = new Endpoint("GET", "/api/v1/sandboxes/{id}/pty");
 
 export const ALL: readonly Endpoint[] = Object.freeze([
   CREATE_SANDBOX,
@@ -69,4 +104,27 @@ export const ALL: readonly Endpoint[] = Object.freeze([
   SET_SANDBOX_TIMEOUT,
   RUN_COMMAND,
   LIST_RUNTIMES,
+  SANDBOX_METRICS,
+  EXECUTE,
+  CREATE_CONTEXT,
+  LIST_CONTEXTS,
+  DELETE_CONTEXT,
+  RESTART_CONTEXT,
+  INTERRUPT_CONTEXT,
+  READ_FILE,
+  WRITE_FILE,
+  WRITE_FILES,
+  DELETE_FILE,
+  LIST_FILES,
+  STAT_FILE,
+  MAKE_DIR,
+  MOVE_FILE,
+  WATCH_FILES,
+  START_PROCESS,
+  LIST_PROCESSES,
+  PROCESS_STREAM,
+  PROCESS_STDIN,
+  PROCESS_CLOSE_STDIN,
+  PROCESS_SIGNAL,
+  PTY,
 ]);

@@ -2,9 +2,10 @@
  * TypeScript SDK for codebox, a self-hosted Code Interpreter.
  *
  * This package owns the client side of the native `/api/v1` HTTP API (see the
- * server's openapi/openapi.json): sandbox lifecycle, shell commands, typed
- * errors and bounded retries, over the platform's `fetch` (Node 20+ and
- * browsers, no runtime dependencies). It must not grow methods for endpoints
+ * server's openapi/openapi.json): sandbox lifecycle, stateful code execution
+ * and contexts, files, shell commands and background processes, the PTY,
+ * typed errors and bounded retries, over the platform's `fetch` and
+ * `WebSocket` (Node 20+ and browsers, no runtime dependencies). It must not grow methods for endpoints
  * the server does not publish; test/openapi.unit.test.ts holds it to that.
  *
  * ```ts
@@ -12,7 +13,8 @@
  *
  * const sbx = await Sandbox.create({ runtime: "python3" });
  * try {
- *   console.log((await sbx.commands.run("python3 -c 'print(6*7)'")).stdout);
+ *   await sbx.runCode("x = 41");
+ *   console.log((await sbx.runCode("x + 1")).text); // "42"
  * } finally {
  *   await sbx.kill();
  * }
@@ -49,19 +51,61 @@ export {
   ValidationError,
 } from "./errors.js";
 export {
+  type BackgroundCommandOptions,
+  type CommandExit,
+  CommandHandle,
+  Commands,
+  type ConnectOptions,
+  type ProcessInfo,
+  type ProcessSignal,
+  type RunCommandOptions,
+} from "./commands.js";
+export {
+  type Context,
+  Contexts,
+  type CreateContextOptions,
+  Execution,
+  type ExecutionError,
+  type ExecutionOutcome,
+  type Logs,
+  Result,
+  type ResultFormat,
+  type RunCodeOptions,
+} from "./execution.js";
+export {
+  type FileData,
+  type FileEntry,
+  type FileEvent,
+  type FileList,
+  type FileType,
+  type FileWatcher,
+  Files,
+  type ReadOptions,
+  type WatchOptions,
+  type WriteEntry,
+  type WriteInfo,
+} from "./files.js";
+export {
   type CommandResult,
   type Resources,
   type RuntimeInfo,
   SANDBOX_STATUSES,
   type SandboxInfo,
+  type SandboxMetrics,
   type SandboxStatus,
   TERMINATION_REASONS,
   type TerminationReason,
 } from "./models.js";
 export {
-  Commands,
+  Pty,
+  type PtyCreateOptions,
+  type PtyExit,
+  PtyHandle,
+  type WebSocketConstructor,
+  type WebSocketLike,
+} from "./pty.js";
+export {
   DEFAULT_RUNTIME,
-  type RunCommandOptions,
   Sandbox,
   type SandboxCreateOptions,
   type SandboxListOptions,

@@ -233,3 +233,39 @@ export function parseRuntimes(data: unknown): RuntimeInfo[] {
     throw new UnexpectedResponseError("runtime list has no runtimes array");
   return items.map(parseRuntime);
 }
+
+/** A sandbox's resource use, from its cgroup and workspace. */
+export interface SandboxMetrics {
+  /** CPU time used since the sandbox started, in microseconds. */
+  readonly cpuUsageUsec: number;
+  /** Cores. */
+  readonly cpuLimit: number;
+  readonly memoryUsedBytes: number;
+  readonly memoryPeakBytes: number;
+  readonly memoryLimitBytes: number;
+  /** Bytes used under /home/user. */
+  readonly diskUsedBytes: number;
+  readonly diskLimitBytes: number;
+  readonly pids: number;
+  readonly pidsLimit: number;
+}
+
+export function parseMetrics(data: unknown): SandboxMetrics {
+  const what = "metrics";
+  const obj = object(data, what);
+  const cpuLimit = obj["cpu_limit"];
+  if (typeof cpuLimit !== "number" || !Number.isFinite(cpuLimit)) {
+    throw new UnexpectedResponseError("metrics.cpu_limit is missing or not a number");
+  }
+  return Object.freeze({
+    cpuUsageUsec: integer(obj, "cpu_usage_usec", what),
+    cpuLimit,
+    memoryUsedBytes: integer(obj, "memory_used_bytes", what),
+    memoryPeakBytes: integer(obj, "memory_peak_bytes", what),
+    memoryLimitBytes: integer(obj, "memory_limit_bytes", what),
+    diskUsedBytes: integer(obj, "disk_used_bytes", what),
+    diskLimitBytes: integer(obj, "disk_limit_bytes", what),
+    pids: integer(obj, "pids", what),
+    pidsLimit: integer(obj, "pids_limit", what),
+  });
+}

@@ -1,32 +1,29 @@
 /**
- * The client: {@link Sandbox} and its {@link Commands}.
+ * The client: {@link Sandbox}, with its code execution (`runCode`,
+ * `contexts`), `files`, `commands` and `pty`.
  *
  * One `Sandbox` object is a handle on one server-side sandbox. It holds no
  * connection of its own (fetch pools them), so there is nothing to close:
- * `kill()` ends the sandbox, and dropping the object only forgets it. Code
- * execution, files, processes and the PTY will join this class as the server
- * grows those endpoints.
+ * `kill()` ends the sandbox, and dropping the object only forgets it.
  */
 
 import { ConnectionConfig, type ConnectionOptions } from "./config.js";
 import * as api from "./endpoints.js";
+import { Commands } from "./commands.js";
+import { Contexts, type Execution, type RunCodeOptions, runCode } from "./execution.js";
+import { Files } from "./files.js";
 import {
-  type CommandResult,
   type RuntimeInfo,
   type SandboxInfo,
+  type SandboxMetrics,
   type SandboxStatus,
-  parseCommandResult,
+  parseMetrics,
   parseRuntimes,
   parseSandbox,
   parseSandboxPage,
 } from "./models.js";
-import {
-  type StringMap,
-  commandBody,
-  commandHttpTimeoutMs,
-  createBody,
-  listParams,
-} from "./requests.js";
+import { Pty } from "./pty.js";
+import { type StringMap, createBody, listParams } from "./requests.js";
 import { type CallOptions, Transport } from "./transport.js";
 
 /** Options of {@link Sandbox.create}. */
@@ -54,63 +51,29 @@ export interface SandboxListOptions extends ConnectionOptions, CallOptions {
   pageSize?: number | undefined;
 }
 
-/** Options of {@link Commands.run}. */
-export interface RunCommandOptions extends CallOptions {
-  /** Seconds (server default 30, at most 300); an overrun is `timedOut`, not an error. */
-  timeout?: number | undefined;
-  /** Added to the sandbox's environment for this command. */
-  env?: StringMap | undefined;
-  /** Working directory (default the user's home). */
-  cwd?: string | undefined;
-  /** Written to the command's standard input, then closed. */
-  stdin?: string | undefined;
-}
-
 export const DEFAULT_RUNTIME = "python3";
-
-/** Shell commands in one sandbox (`sbx.commands`). */
-export class Commands {
-  readonly #sandboxId: string;
-  readonly #transport: Transport;
-
-  constructor(sandboxId: string, transport: Transport) {
-    this.#sandboxId = sandboxId;
-    this.#transport = transport;
-  }
-
-  /**
-   * Runs `bash -c cmd` as the sandbox's unprivileged user and waits.
-   *
-   * A command that outlives `timeout` is killed and comes back with
-   * `timedOut: true`, not as an error. A non-zero exit is not an error either:
-   * check `exitCode` (or `ok`). The HTTP wait outlasts the command's own
-   * timeout unless `requestTimeoutMs` says otherwise.
-   */
-  async run(cmd: string, options: RunCommandOptions = {}): Promise<CommandResult> {
-    const data = await this.#transport.request(api.RUN_COMMAND, {
-      pathParams: { id: this.#sandboxId },
-      body: commandBody(cmd, options),
-      signal: options.signal,
-      requestTimeoutMs:
-        options.requestTimeoutMs ??
-        commandHttpTimeoutMs(options.timeout, this.#transport.config.requestTimeoutMs),
-    });
-    return parseCommandResult(data);
-  }
-}
 
 /** A handle on one sandbox. Get one with {@link Sandbox.create} or {@link Sandbox.connect}. */
 export class Sandbox {
   readonly #transport: Transport;
   #info: SandboxInfo;
-  /** Shell commands in this sandbox. */
+  /** Shell commands and background processes in this sandbox. */
   readonly commands: Commands;
+  /** The sandbox's file system. */
+  readonly files: Files;
+  /** Code contexts (interpreters) of this sandbox. */
+  readonly contexts: Contexts;
+  /** Interactive terminals (WebSocket). */
+  readonly pty: Pty;
 
   /** Use {@link Sandbox.create} or {@link Sandbox.connect}. */
   protected constructor(info: SandboxInfo, transport: Transport) {
     this.#info = info;
     this.#transport = transport;
     this.commands = new Commands(info.id, transport);
+    this.files = new Files(info.id, transport);
+    this.contexts = new Contexts(info.id, transport);
+    this.pty = new Pty(info.id, transport);
   }
 
   get id(): string {
@@ -168,6 +131,27 @@ export class Sandbox {
   static async runtimes(options: ConnectionOptions & CallOptions = {}): Promise<RuntimeInfo[]> {
     const data = await open(options).request(api.LIST_RUNTIMES, callOptions(options));
     return parseRuntimes(data);
+  }
+
+  /**
+   * Runs code statefully, like a notebook cell: variables survive between
+   * calls in the same context. Output streams to the callbacks while the code
+   * runs; resolves to the {@link Execution}. An exception in the code is
+   * `execution.error`, not a rejection; API failures reject with the typed
+   * errors. Aborting `signal` closes the stream, and the server then
+   * interrupts the code (the context's state is kept).
+   */
+  async runCode(code: string, options: RunCodeOptions = {}): Promise<Execution> {
+    return runCode(this.#transport, this.id, code, options);
+  }
+
+  /** CPU, memory, disk and process counts from the sandbox's cgroup. */
+  async metrics(options: CallOptions = {}): Promise<SandboxMetrics> {
+    const data = await this.#transport.request(api.SANDBOX_METRICS, {
+      pathParams: { id: this.id },
+      ...callOptions(options),
+    });
+    return parseMetrics(data);
   }
 
   /** The sandbox's current view. Throws `SandboxGoneError` once it ended. */

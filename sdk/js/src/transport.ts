@@ -9,7 +9,7 @@ import { type ConnectionConfig, type RetryPolicy, parseRetryAfter } from "./conf
 import type { Endpoint } from "./endpoints.js";
 import {
   APIConnectionError,
-  type CodeboxError,
+  CodeboxError,
   RateLimitError,
   ServiceUnavailableError,
   TimeoutError,
@@ -34,7 +34,23 @@ export interface CallOptions {
 export interface RequestOptions extends CallOptions {
   pathParams?: Readonly<Record<string, string>>;
   query?: URLSearchParams;
+  /** Sent as JSON. */
   body?: unknown;
+  /** Sent as is instead of `body`: bytes, a Blob or a stream as `application/octet-stream`, a FormData as multipart. */
+  rawBody?: BodyInit | undefined;
+  /** Extra headers (`Accept`, `Range`). */
+  headers?: Readonly<Record<string, string>>;
+}
+
+/**
+ * A successful answer whose body is still to be read (a download, a stream
+ * of events). Call `release()` once done with it (or on giving up).
+ */
+export interface OpenedResponse {
+  readonly response: Response;
+  /** The body as a stream; an empty stream when the answer had none. */
+  readonly body: ReadableStream<Uint8Array>;
+  readonly release: () => void;
 }
 
 /** Waits `ms`, or rejects with the signal's reason once it aborts. */
@@ -99,13 +115,48 @@ export class Transport {
     const budget = new RetryBudget(this.config.retry);
     const url = this.url(endpoint, options);
     for (;;) {
-      const answer = await this.send(endpoint, url, options);
+      // Not streaming: the answer is always read whole.
+      const answer = (await this.send(endpoint, url, options, false)) as Answer;
       if (answer.ok) return decodeSuccess(answer);
       const error = errorOf(answer);
-      const delay = budget.delayBeforeRetry(error);
+      const delay = retryable(options) ? budget.delayBeforeRetry(error) : null;
       if (delay === null) throw error;
       await this.sleep(delay, options.signal);
     }
+  }
+
+  /**
+   * Runs `endpoint` and resolves once a successful answer's head has arrived,
+   * leaving its body to the caller. `requestTimeoutMs` bounds the wait for
+   * the head only; the caller's signal aborts the body too. Failures are the
+   * same typed errors as {@link request}, and retried the same way (unless
+   * the request body is a stream, which cannot be sent twice).
+   */
+  async open(endpoint: Endpoint, options: RequestOptions = {}): Promise<OpenedResponse> {
+    const budget = new RetryBudget(this.config.retry);
+    const url = this.url(endpoint, options);
+    for (;;) {
+      const answer = await this.send(endpoint, url, options, true);
+      if (!("text" in answer)) return answer;
+      const error = errorOf(answer);
+      const delay = retryable(options) ? budget.delayBeforeRetry(error) : null;
+      if (delay === null) throw error;
+      await this.sleep(delay, options.signal);
+    }
+  }
+
+  /**
+   * The error for a body that broke off mid-stream: the caller's abort
+   * reason when it aborted, else an {@link APIConnectionError}.
+   */
+  streamFailure(error: unknown, endpoint: Endpoint, signal?: AbortSignal): unknown {
+    if (signal?.aborted) return signal.reason;
+    if (error instanceof CodeboxError) return error;
+    const what = `${endpoint.method} ${endpoint.template}`;
+    return new APIConnectionError(
+      `the answer of ${this.config.apiUrl} to ${what} broke off: ${describe(error)}`,
+      { cause: error },
+    );
   }
 
   private url(endpoint: Endpoint, options: RequestOptions): string {
@@ -114,7 +165,12 @@ export class Transport {
     return `${this.config.apiUrl}${path}${query ? `?${query}` : ""}`;
   }
 
-  private async send(endpoint: Endpoint, url: string, options: RequestOptions): Promise<Answer> {
+  private async send(
+    endpoint: Endpoint,
+    url: string,
+    options: RequestOptions,
+    streaming: boolean,
+  ): Promise<Answer | OpenedResponse> {
     const caller = options.signal;
     caller?.throwIfAborted();
     const timeoutMs = options.requestTimeoutMs ?? this.config.requestTimeoutMs;
@@ -133,8 +189,23 @@ export class Transport {
     );
     const onAbort = (): void => controller.abort(caller?.reason);
     caller?.addEventListener("abort", onAbort, { once: true });
+    let handedOver = false;
     try {
       const response = await this.config.fetch(url, init);
+      if (streaming && response.ok) {
+        // The head is in: the deadline is over, the caller's signal stays.
+        clearTimeout(timer);
+        handedOver = true;
+        let released = false;
+        const release = (): void => {
+          if (released) return;
+          released = true;
+          caller?.removeEventListener("abort", onAbort);
+          // Frees the connection when the body was not read to its end.
+          response.body?.cancel().catch(() => undefined);
+        };
+        return { response, body: response.body ?? emptyStream(), release };
+      }
       // The body is read under the same deadline: a server that stalls
       // mid-answer is a timeout too, not a hang.
       const text = await response.text();
@@ -151,20 +222,43 @@ export class Transport {
         { cause: error },
       );
     } finally {
-      clearTimeout(timer);
-      caller?.removeEventListener("abort", onAbort);
+      if (!handedOver) {
+        clearTimeout(timer);
+        caller?.removeEventListener("abort", onAbort);
+      }
     }
   }
 
   private init(endpoint: Endpoint, options: RequestOptions, signal: AbortSignal): RequestInit {
-    const headers = this.config.headers();
-    const init: RequestInit = { method: endpoint.method, headers, signal };
-    if (options.body !== undefined) {
+    const headers = { ...this.config.headers(), ...options.headers };
+    const init: RequestInit & { duplex?: "half" } = { method: endpoint.method, headers, signal };
+    if (options.rawBody !== undefined) {
+      // fetch writes a FormData's multipart Content-Type, with its boundary.
+      if (!(typeof FormData !== "undefined" && options.rawBody instanceof FormData)) {
+        headers["Content-Type"] = "application/octet-stream";
+      }
+      init.body = options.rawBody;
+      // fetch sends a stream only when told it is one-way (Node, Chromium).
+      if (isStream(options.rawBody)) init.duplex = "half";
+    } else if (options.body !== undefined) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(options.body);
     }
     return init;
   }
+}
+
+function isStream(body: unknown): body is ReadableStream {
+  return typeof ReadableStream !== "undefined" && body instanceof ReadableStream;
+}
+
+/** A request whose body can be sent again (a stream is consumed by the first try). */
+function retryable(options: RequestOptions): boolean {
+  return !isStream(options.rawBody);
+}
+
+function emptyStream(): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({ start: (controller) => controller.close() });
 }
 
 function describe(error: unknown): string {

@@ -5,7 +5,7 @@
 
 import { fileURLToPath } from "node:url";
 
-import type { FetchFunction } from "@codebox/sdk";
+import type { FetchFunction, WebSocketConstructor, WebSocketLike } from "@codebox/sdk";
 
 // Tests pass their connection explicitly unless they set these themselves
 // (withEnv): a developer's shell must not change what they test.
@@ -25,12 +25,15 @@ export interface Recorded {
   readonly url: URL;
   readonly headers: Headers;
   readonly body: string | null;
+  /** The body as sent: a string, bytes, a Blob, a stream... */
+  readonly rawBody: unknown;
+  readonly init: RequestInit;
   readonly signal: AbortSignal | null;
 }
 
 export interface Reply {
   status: number;
-  body: string;
+  body: string | Uint8Array | ReadableStream<Uint8Array>;
   headers?: Record<string, string>;
 }
 
@@ -138,6 +141,8 @@ export class FakeServer {
       url,
       headers: new Headers(init.headers),
       body: typeof init.body === "string" ? init.body : null,
+      rawBody: init.body,
+      init,
       signal: init.signal ?? null,
     };
     this.requests.push(request);
@@ -155,8 +160,36 @@ export class FakeServer {
         : typeof answer === "function"
           ? await abortable(answer(request), request.signal)
           : answer;
-    return new Response(reply.body, { status: reply.status, headers: reply.headers ?? {} });
+    const body =
+      reply.body instanceof Uint8Array
+        ? new Blob([reply.body as Uint8Array<ArrayBuffer>])
+        : reply.body;
+    return new Response(body, { status: reply.status, headers: reply.headers ?? {} });
   };
+
+  /** Sockets opened through {@link webSocket}, in order. */
+  readonly sockets: FakeSocket[] = [];
+
+  /** A WebSocket constructor that records the handshake and opens at once. */
+  readonly webSocket: WebSocketConstructor = (() => {
+    const server = this;
+    return class extends FakeSocket {
+      constructor(url: string, options?: unknown) {
+        super(url, options);
+        server.sockets.push(this);
+        server.requests.push({
+          method: "GET",
+          url: new URL(url.replace(/^ws/, "http")),
+          headers: new Headers((options as { headers?: HeadersInit } | undefined)?.headers),
+          body: null,
+          rawBody: undefined,
+          init: {},
+          signal: null,
+        });
+        queueMicrotask(() => this.emit("open", {}));
+      }
+    } as unknown as WebSocketConstructor;
+  })();
 
   calls(): [string, string][] {
     return this.requests.map((r) => [r.method, r.url.pathname]);
@@ -174,6 +207,129 @@ export class FakeServer {
   }
 }
 
+/** A WebSocket as the SDK sees it; the test plays the server with `emit`. */
+export class FakeSocket implements WebSocketLike {
+  binaryType = "blob";
+  readyState = 0;
+  readonly sent: (string | Uint8Array)[] = [];
+  readonly listeners = new Map<string, ((event: never) => void)[]>();
+  closedWith: [number | undefined, string | undefined] | null = null;
+
+  constructor(
+    readonly url: string,
+    readonly options?: unknown,
+  ) {}
+
+  send(data: string | ArrayBuffer | Uint8Array): void {
+    this.sent.push(typeof data === "string" ? data : new Uint8Array(data as ArrayBuffer));
+  }
+
+  close(code?: number, reason?: string): void {
+    this.closedWith = [code, reason];
+    this.emit("close", { code: code ?? 1005, reason: reason ?? "" });
+  }
+
+  addEventListener(type: string, listener: (event: never) => void): void {
+    this.listeners.set(type, [...(this.listeners.get(type) ?? []), listener]);
+  }
+
+  emit(type: string, event: unknown): void {
+    if (type === "open") this.readyState = 1;
+    if (type === "close") this.readyState = 3;
+    for (const listener of this.listeners.get(type) ?? []) listener(event as never);
+  }
+}
+
+/** NDJSON lines as one reply body. */
+export function ndjson(...events: unknown[]): Reply {
+  return {
+    status: 200,
+    body: events.map((e) => JSON.stringify(e) + "\n").join(""),
+    headers: { "content-type": "application/x-ndjson" },
+  };
+}
+
+/** A reply body the test writes to piece by piece. */
+export function pushStream(): {
+  stream: ReadableStream<Uint8Array>;
+  push: (text: string) => void;
+  end: () => void;
+} {
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  const stream = new ReadableStream<Uint8Array>({
+    start: (c) => {
+      controller = c;
+    },
+  });
+  return {
+    stream,
+    push: (text) => controller.enqueue(new TextEncoder().encode(text)),
+    end: () => controller.close(),
+  };
+}
+
+export const CONTEXT_JSON: Json = Object.freeze({
+  id: "ctx-0123456789abcdef",
+  language: "python",
+  cwd: "/home/user",
+  is_default: false,
+});
+
+export const ENTRY_JSON: Json = Object.freeze({
+  name: "a.txt",
+  path: "/home/user/a.txt",
+  type: "file",
+  size: 3,
+  mode: 420,
+  modified_at: "2026-11-29T10:00:00Z",
+  symlink_target: null,
+});
+
+export const METRICS_JSON: Json = Object.freeze({
+  cpu_usage_usec: 1000,
+  cpu_limit: 1.0,
+  memory_used_bytes: 1,
+  memory_peak_bytes: 2,
+  memory_limit_bytes: 3,
+  disk_used_bytes: 4,
+  disk_limit_bytes: 5,
+  pids: 6,
+  pids_limit: 7,
+});
+
+export const PROCESS_JSON: Json = Object.freeze({
+  pid: 42,
+  cmd: ["bash", "-c", "sleep 100"],
+  tag: "t",
+  stdin_open: true,
+});
+
+export const END_EVENT: Json = Object.freeze({
+  type: "end",
+  execution_id: "ex1",
+  context_id: "default-python",
+  execution_count: 3,
+  duration_ms: 12,
+  outcome: "ok",
+  restarted: false,
+  truncated: false,
+});
+
+export const EXECUTION_EVENTS: readonly Json[] = Object.freeze([
+  { type: "stdout", text: "1\n" },
+  { type: "stderr", text: "warn\n" },
+  { type: "result", "text/plain": "2", "text/html": "<b>2</b>", is_main_result: true },
+  { type: "error", name: "ValueError", value: "bad", traceback: "Traceback..." },
+  END_EVENT,
+]);
+
+export const PROCESS_EVENTS: readonly Json[] = Object.freeze([
+  { type: "start", pid: 42, dropped_bytes: 0 },
+  { type: "stdout", data: "out" },
+  { type: "stderr", data: "err" },
+  { type: "end", exit_code: 0, signal: null, timed_out: false },
+]);
+
 /** Every route the SDK uses, answering as the documented API does. */
 export function standardServer(sandboxId: string = SANDBOX_ID): FakeServer {
   const base = `/api/v1/sandboxes/${sandboxId}`;
@@ -184,7 +340,53 @@ export function standardServer(sandboxId: string = SANDBOX_ID): FakeServer {
     .on("DELETE", base, ok(killedJson(sandboxId)))
     .on("POST", `${base}/timeout`, ok(sandboxJson(sandboxId)))
     .on("POST", `${base}/commands`, ok(COMMAND_JSON))
-    .on("GET", "/api/v1/runtimes", ok(RUNTIMES_JSON));
+    .on("GET", "/api/v1/runtimes", ok(RUNTIMES_JSON))
+    .on("GET", `${base}/metrics`, ok(METRICS_JSON))
+    .on("POST", `${base}/execute`, () => ndjson(...EXECUTION_EVENTS))
+    .on("POST", `${base}/contexts`, ok(CONTEXT_JSON, 201))
+    .on("GET", `${base}/contexts`, ok({ contexts: [CONTEXT_JSON] }))
+    .on(
+      "DELETE",
+      `${base}/contexts/${CONTEXT_JSON["id"]}`,
+      ok({ id: CONTEXT_JSON["id"], deleted: true }),
+    )
+    .on("POST", `${base}/contexts/${CONTEXT_JSON["id"]}/restart`, ok(CONTEXT_JSON))
+    .on(
+      "POST",
+      `${base}/contexts/${CONTEXT_JSON["id"]}/interrupt`,
+      ok({ id: CONTEXT_JSON["id"], interrupted: true }),
+    )
+    .on("GET", `${base}/files`, () => ({ status: 200, body: "abc" }))
+    .on("PUT", `${base}/files`, ok({ path: "/home/user/a.txt", size: 3 }, 201))
+    .on(
+      "POST",
+      `${base}/files`,
+      ok(
+        {
+          files: [
+            { path: "/home/user/a.txt", size: 3 },
+            { path: "/tmp/b.bin", size: 2 },
+          ],
+        },
+        201,
+      ),
+    )
+    .on("DELETE", `${base}/files`, ok({ path: "/home/user/a.txt", deleted: true }))
+    .on("GET", `${base}/files/list`, ok({ entries: [ENTRY_JSON], truncated: false }))
+    .on("GET", `${base}/files/stat`, ok(ENTRY_JSON))
+    .on("POST", `${base}/files/mkdir`, ok({ ...ENTRY_JSON, type: "dir" }, 201))
+    .on("POST", `${base}/files/move`, ok(ENTRY_JSON))
+    .on("GET", `${base}/files/watch`, () => ({
+      status: 200,
+      body: 'event: create\ndata: {"type":"create","path":"/home/user/a.txt","is_dir":false}\n\n',
+      headers: { "content-type": "text/event-stream" },
+    }))
+    .on("POST", `${base}/processes`, () => ndjson(...PROCESS_EVENTS))
+    .on("GET", `${base}/processes`, ok({ processes: [PROCESS_JSON] }))
+    .on("GET", `${base}/processes/42/stream`, () => ndjson(...PROCESS_EVENTS))
+    .on("POST", `${base}/processes/42/stdin`, ok({ written: 3 }))
+    .on("POST", `${base}/processes/42/close-stdin`, ok({ closed: true }))
+    .on("POST", `${base}/processes/42/signal`, ok({ signal: "SIGKILL", sent: true }));
 }
 
 /** Runs `body` with CODEBOX_API_URL / CODEBOX_API_KEY set (or unset), then restores them. */

@@ -13,19 +13,29 @@ import { test } from "node:test";
 
 import { Sandbox } from "@codebox/sdk";
 
+import { parseProcess } from "../dist/commands.js";
+import { Execution, Result, parseContext, parseExecutionError } from "../dist/execution.js";
+import { parseFileEntry, parseFileList, parseWriteInfo } from "../dist/files.js";
+
 import * as api from "../dist/endpoints.js";
 import { ERROR_CLASSES_BY_CODE } from "../dist/errors.js";
 import {
   SANDBOX_STATUSES,
   TERMINATION_REASONS,
   parseCommandResult,
+  parseMetrics,
   parseResources,
   parseRuntime,
   parseSandbox,
 } from "../dist/models.js";
 import {
   COMMAND_JSON,
+  CONTEXT_JSON,
+  END_EVENT,
+  ENTRY_JSON,
   type FakeServer,
+  METRICS_JSON,
+  PROCESS_JSON,
   REPO_ROOT,
   RUNTIMES_JSON,
   SANDBOX_ID,
@@ -84,7 +94,62 @@ async function exerciseEverything(): Promise<FakeServer> {
   });
   await sbx.info();
   await sbx.setTimeout(60);
+  await sbx.metrics();
   await sbx.commands.run("true", { timeout: 5, env: { X: "1" }, cwd: "/tmp", stdin: "" });
+
+  const context = await sbx.contexts.create({
+    language: "python",
+    cwd: "/tmp",
+    envVars: { A: "1" },
+  });
+  await sbx.contexts.list();
+  await sbx.runCode("1", {
+    language: "python",
+    context,
+    timeoutMs: 5000,
+    envVars: { B: "2" },
+  });
+  await sbx.contexts.interrupt(context);
+  await sbx.contexts.restart(context);
+  await sbx.contexts.remove(context);
+
+  await sbx.files.write("a.txt", "abc");
+  await sbx.files.write([
+    { path: "a.txt", data: "abc" },
+    { path: "/tmp/b.bin", data: new Uint8Array([1, 2]) },
+  ]);
+  await sbx.files.read("a.txt");
+  await sbx.files.list("/home/user", { depth: 2 });
+  await sbx.files.getInfo("a.txt");
+  await sbx.files.makeDir("d", { parents: true });
+  await sbx.files.rename("a.txt", "b.txt", { overwrite: true });
+  await sbx.files.remove("d", { recursive: true });
+  const watcher = await sbx.files.watch("/home/user", { recursive: true });
+  for await (const event of watcher) assert.equal(event.type, "create");
+
+  const handle = await sbx.commands.run("sleep 100", {
+    background: true,
+    env: { C: "3" },
+    cwd: "/tmp",
+    stdin: true,
+    timeout: 60,
+    tag: "t",
+  });
+  await handle.sendStdin("abc");
+  await handle.closeStdin();
+  await handle.kill();
+  await handle.wait();
+  await (await sbx.commands.connect(42)).wait();
+  await sbx.commands.list();
+
+  const pty = await sbx.pty.create({
+    cols: 80,
+    rows: 24,
+    onData: () => undefined,
+    webSocket: fake.webSocket,
+  });
+  pty.resize(100, 30);
+  pty.close();
   await sbx.kill();
   return fake;
 }
@@ -118,6 +183,10 @@ function requestSchemaName(method: string, template: string): string {
   return ref.slice(ref.lastIndexOf("/") + 1);
 }
 
+function isJson(request: { headers: Headers }): boolean {
+  return request.headers.get("content-type") === "application/json";
+}
+
 function checkBody(name: string, body: Json): void {
   const spec = schema(name);
   for (const field of spec["required"] ?? [])
@@ -131,7 +200,7 @@ test("request bodies fit their schemas", async () => {
   const fake = await exerciseEverything();
   const checked = new Set<string>();
   for (const request of fake.requests) {
-    if (request.body === null) continue;
+    if (request.body === null || !isJson(request)) continue;
     const [method, template] = matchOperation(request.method, request.url.pathname).split(" ") as [
       string,
       string,
@@ -142,22 +211,67 @@ test("request bodies fit their schemas", async () => {
   }
   assert.deepEqual(
     checked,
-    new Set(["CreateSandboxRequest", "SetTimeoutRequest", "RunCommandRequest"]),
+    new Set([
+      "CreateSandboxRequest",
+      "SetTimeoutRequest",
+      "RunCommandRequest",
+      "ExecuteRequest",
+      "CreateContextRequest",
+      "MakeDirRequest",
+      "MoveRequest",
+      "StartProcessRequest",
+      "SignalRequest",
+    ]),
   );
+});
+
+test("raw bodies go where the document takes application/octet-stream", async () => {
+  const fake = await exerciseEverything();
+  const raw = fake.requests.filter((r) => r.rawBody !== undefined && !isJson(r));
+  const kinds = new Set<string>();
+  for (const request of raw) {
+    const [method, template] = matchOperation(request.method, request.url.pathname).split(" ") as [
+      string,
+      string,
+    ];
+    const operation = document["paths"][template][method.toLowerCase()];
+    const content = operation["requestBody"]?.["content"] ?? {};
+    // A FormData is sent as multipart (fetch writes its Content-Type).
+    const kind =
+      request.rawBody instanceof FormData ? "multipart/form-data" : "application/octet-stream";
+    kinds.add(kind);
+    assert.ok(kind in content, `${method} ${template} does not take ${kind}`);
+    if (kind === "application/octet-stream") {
+      assert.equal(request.headers.get("content-type"), kind);
+    } else {
+      assert.equal(request.headers.get("content-type"), null);
+    }
+  }
+  assert.deepEqual(kinds, new Set(["application/octet-stream", "multipart/form-data"]));
 });
 
 test("query parameters are documented", async () => {
   const fake = await exerciseEverything();
-  const parameters: Json[] = document["paths"]["/api/v1/sandboxes"]["get"]["parameters"];
-  const documented = new Set(parameters.map((p) => p["name"]));
-  const sent = fake.requests
-    .filter((r) => r.method === "GET" && r.url.pathname === "/api/v1/sandboxes")
-    .flatMap((r) => [...r.url.searchParams.keys()]);
-  assert.ok(sent.length > 0, "the exercise never listed sandboxes");
-  for (const name of sent) {
-    const generic = name.startsWith("metadata.") ? "metadata.KEY" : name;
-    assert.ok(documented.has(generic), `list_sandboxes does not document ?${name}`);
+  let sent = 0;
+  for (const request of fake.requests) {
+    const [method, template] = matchOperation(request.method, request.url.pathname).split(" ") as [
+      string,
+      string,
+    ];
+    const parameters: Json[] =
+      document["paths"][template][method.toLowerCase()]["parameters"] ?? [];
+    const documented = new Set(parameters.filter((p) => p["in"] === "query").map((p) => p["name"]));
+    for (const name of request.url.searchParams.keys()) {
+      sent += 1;
+      const generic = name.startsWith("metadata.")
+        ? "metadata.KEY"
+        : name.startsWith("env.")
+          ? "env.NAME"
+          : name;
+      assert.ok(documented.has(generic), `${method} ${template} does not document ?${name}`);
+    }
   }
+  assert.ok(sent > 5, "the exercise sent almost no query parameters");
 });
 
 /** The API fields a parser reads, and those it cannot do without. */
@@ -186,16 +300,64 @@ function fieldsOf(
   return { read, required };
 }
 
-const RESPONSE_MODELS: [string, (data: unknown) => unknown, Json][] = [
-  ["Sandbox", parseSandbox, killedJson()],
-  ["Resources", parseResources, { cpu: 1, memory: 512 }],
-  ["CommandResult", parseCommandResult, { ...COMMAND_JSON }],
-  ["Runtime", parseRuntime, { ...(RUNTIMES_JSON["runtimes"] as Json[])[0] }],
+// The streamed `end` event is one branch of the ExecutionEvent schema.
+function endEventSchema(): Json {
+  const branches: Json[] = schema("ExecutionEvent")["oneOf"];
+  const end = branches.find((b) => b["properties"]?.["type"]?.["const"] === "end");
+  assert.ok(end, "ExecutionEvent has no end branch");
+  return end;
+}
+
+const RESPONSE_MODELS: [string, (data: unknown) => unknown, Json, () => Json][] = [
+  ["Sandbox", parseSandbox, killedJson(), () => schema("Sandbox")],
+  ["Resources", parseResources, { cpu: 1, memory: 512 }, () => schema("Resources")],
+  ["CommandResult", parseCommandResult, { ...COMMAND_JSON }, () => schema("CommandResult")],
+  [
+    "Runtime",
+    parseRuntime,
+    { ...(RUNTIMES_JSON["runtimes"] as Json[])[0] },
+    () => schema("Runtime"),
+  ],
+  ["SandboxMetrics", parseMetrics, { ...METRICS_JSON }, () => schema("SandboxMetrics")],
+  ["Context", parseContext, { ...CONTEXT_JSON }, () => schema("Context")],
+  [
+    "ExecutionError",
+    parseExecutionError,
+    { name: "E", value: "v", traceback: "t" },
+    () => schema("ExecutionError"),
+  ],
+  [
+    "ExecutionResultBundle",
+    (data) => new Result(data as Json),
+    { is_main_result: true, truncated: true },
+    () => schema("ExecutionResultBundle"),
+  ],
+  [
+    "ExecutionEvent end",
+    (data) =>
+      new Execution({
+        results: [],
+        logs: { stdout: [], stderr: [] },
+        error: null,
+        end: data as Json,
+      }),
+    { ...END_EVENT, reason: "server_shutdown" },
+    endEventSchema,
+  ],
+  ["FileEntry", parseFileEntry, { ...ENTRY_JSON }, () => schema("FileEntry")],
+  [
+    "FileListing",
+    parseFileList,
+    { entries: [{ ...ENTRY_JSON }], truncated: false },
+    () => schema("FileListing"),
+  ],
+  ["FileUpload", parseWriteInfo, { path: "/a", size: 1 }, () => schema("FileUpload")],
+  ["Process", parseProcess, { ...PROCESS_JSON }, () => schema("Process")],
 ];
 
-for (const [name, parse, full] of RESPONSE_MODELS) {
+for (const [name, parse, full, spec_] of RESPONSE_MODELS) {
   test(`the fields the SDK reads from ${name} are documented, and those it requires are required`, () => {
-    const spec = schema(name);
+    const spec = spec_();
     const { read, required } = fieldsOf(parse, full);
     const documented = new Set(Object.keys(spec["properties"]));
     assert.ok(read.size > 0);
@@ -203,7 +365,7 @@ for (const [name, parse, full] of RESPONSE_MODELS) {
       assert.ok(documented.has(field), `${name}.${field} is not documented`);
     for (const field of required) {
       assert.ok(
-        spec["required"].includes(field),
+        (spec["required"] ?? []).includes(field),
         `${name}.${field} is required by the SDK, optional in the API`,
       );
     }

@@ -4,7 +4,8 @@
  * `$CODEBOX_BIN` (default target/release/codebox) runs with `serve --port
  * <free port> --data-dir <fresh dir>` and the agent from `$CODEBOX_AGENT_PATH`
  * (scripts/build-agent); it is ready when /health answers, and its admin key
- * is read from <data dir>/admin.key. Without a binary, an agent or root the
+ * is read from <data dir>/admin.key. `$CODEBOX_SDK_TEMPLATES_DIR` (set by
+ * scripts/test) is the prebuilt language templates' directory. Without a binary, an agent or root the
  * tests skip, unless CODEBOX_REQUIRE_SERVER=1 (set by scripts/test) turns that
  * into a failure so CI cannot go green on nothing.
  */
@@ -115,6 +116,10 @@ function serverEnv(agent: string): NodeJS.ProcessEnv {
   }
   env["CODEBOX_AGENT_PATH"] = agent;
   env["MAX_SANDBOXES_PER_USER"] = String(MAX_SANDBOXES_PER_USER);
+  // A prebuilt python3 template (scripts/test builds it): ipython and
+  // matplotlib without a PyPI download per test server.
+  const templates = process.env["CODEBOX_SDK_TEMPLATES_DIR"];
+  if (templates) env["CODEBOX_TEMPLATES_DIR"] = templates;
   return env;
 }
 
