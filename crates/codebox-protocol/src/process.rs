@@ -11,8 +11,8 @@
 //! of the same id), `CloseProcessStdin` and `SignalProcess` are answered by `Ack`.
 //! Every process dies with the sandbox (the agent kills all trees when it ends).
 //!
-//! A terminal is `OpenPty`: a login shell (`bash -l`) of the sandbox's user on a
-//! pseudo-terminal, answered by `Started`; the terminal's output comes as `stdout`
+//! A terminal is `OpenPty`: a login shell (`bash -l`, or the spec's `command`) of
+//! the sandbox's user on a pseudo-terminal, answered by `Started`; the terminal's output comes as `stdout`
 //! data of the request's id, input goes as `stdin` data, `ResizePty` sets its size,
 //! `Kill` ends the shell's tree, and `Exited` reports the end.
 
@@ -150,6 +150,9 @@ pub struct PtySpec {
     /// The sandbox's lifetime when absent.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// What runs on the terminal; a login shell (`bash -l`) when absent.
+    #[serde(default)]
+    pub command: Option<Command>,
 }
 
 /// Checks a terminal size.
@@ -169,7 +172,10 @@ impl PtySpec {
     pub fn to_exec(&self) -> ExecSpec {
         ExecSpec {
             id: self.id,
-            command: Command::Argv(vec!["bash".into(), "-l".into()]),
+            command: self
+                .command
+                .clone()
+                .unwrap_or_else(|| Command::Argv(vec!["bash".into(), "-l".into()])),
             env: self.env.clone(),
             cwd: self.cwd.clone(),
             stdin: StdinMode::Pipe,

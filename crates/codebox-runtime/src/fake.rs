@@ -31,6 +31,8 @@
 //! - bash: `cd DIR`, `pwd`, `echo WORDS` (`$NAME` expanded), `NAME=VALUE`,
 //!   `sleep SECONDS`, `true`, `false` / `exit N` (error `ExitCode`).
 //!
+//! Terminals (`open_pty`) run a tiny line shell: see `fake_pty`.
+//!
 //! Failure injection: [`FakeRuntime::fail_next_create`],
 //! [`FakeRuntime::fail_next_exec`], and [`FakeRuntime::end_sandbox`] (a sandbox
 //! ending on its own, reported through `subscribe_exits`).
@@ -575,6 +577,20 @@ impl Runtime for FakeRuntime {
         recursive: bool,
     ) -> Result<crate::FileWatch, RuntimeError> {
         self.with_tree(id, |tree| tree.watch(path, recursive))
+    }
+
+    async fn open_pty(
+        &self,
+        id: &SandboxId,
+        request: crate::PtyRequest,
+    ) -> Result<crate::PtySession, RuntimeError> {
+        self.with_tree(id, |_| Ok(()))?;
+        let pid = {
+            let mut state = self.lock();
+            state.next_pid += 1;
+            state.next_pid
+        };
+        crate::fake_pty::open(pid, request)
     }
 }
 

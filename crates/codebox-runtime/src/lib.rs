@@ -17,7 +17,10 @@ mod fake_code;
 mod fake_files;
 #[cfg(feature = "fake")]
 mod fake_processes;
+#[cfg(feature = "fake")]
+mod fake_pty;
 pub mod linux;
+mod terminal;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,7 +38,9 @@ pub use agent::{
     FileEntry, FileKind, Listing, WatchEvent, WatchKind, WriteOptions, DEFAULT_UPLOAD_LIMIT,
 };
 pub use agent::{ProcessInfo, ProcessRequest, Subscription, ALLOWED_SIGNALS};
+pub use agent::{PtyRequest, MAX_TERMINAL_SIZE};
 pub use linux::{LinuxRuntime, LinuxRuntimeConfig};
+pub use terminal::{PtyControl, PtyInput, PtySession};
 
 /// Per-sandbox limits that are not part of the public `resources` (they come from
 /// config). Defaults are the security requirements' table.
@@ -526,4 +531,21 @@ pub trait Runtime: Send + Sync + 'static {
         id: &SandboxId,
         pid: u32,
     ) -> Result<Subscription, RuntimeError>;
+
+    // Terminals (issue 5).
+
+    /// Opens a terminal: `request.command` (a login shell, `bash -l`, by default)
+    /// as `user` on a pseudo-terminal of `cols` x `rows`, the sandbox's env under the
+    /// request's; returns once it runs. Dropping the session's `output` ends the
+    /// program's tree. Backends without terminals refuse with `InvalidRequest`.
+    async fn open_pty(
+        &self,
+        id: &SandboxId,
+        request: PtyRequest,
+    ) -> Result<PtySession, RuntimeError> {
+        let _ = (id, request);
+        Err(RuntimeError::InvalidRequest {
+            detail: "this runtime has no terminals".into(),
+        })
+    }
 }

@@ -1,6 +1,7 @@
 //! Thin, documented wrappers around the Linux syscalls codebox needs to build a
 //! sandbox: `clone` into new namespaces with a pidfd, mounts and `pivot_root`,
-//! capabilities, rlimits, `no_new_privs`, seccomp, file descriptors.
+//! capabilities, rlimits, `no_new_privs`, seccomp, file descriptors; and the
+//! local terminal of the interactive client (raw mode, window size).
 //!
 //! This is the only crate of the workspace allowed `unsafe`; every block states
 //! why it is sound in a `// SAFETY:` comment. It holds no policy (which mounts,
@@ -20,5 +21,6 @@ pub mod namespace;
 pub mod process;
 pub mod seccomp;
 pub mod security;
+pub mod terminal;
 
 pub use errno::Errno;

@@ -15,6 +15,7 @@ pub fn request(cols: u16, rows: u16) -> PtyRequest {
         env: BTreeMap::from([("PS1".to_owned(), "$ ".to_owned())]),
         cwd: None,
         timeout: None,
+        command: None,
     }
 }
 

@@ -105,9 +105,10 @@ pub struct CodeStream {
     _cancel_on_drop: oneshot::Sender<()>,
 }
 
-/// The connection's side of a [`CodeStream`].
+/// The producer's side of a [`CodeStream`] (the agent connection, or a
+/// runtime that forwards another runtime's stream, like codebox-node's).
 #[derive(Debug)]
-pub(crate) struct CodeStreamSender {
+pub struct CodeStreamSender {
     pub events: mpsc::Sender<CodeEvent>,
     pub cancelled: oneshot::Receiver<()>,
 }
@@ -138,7 +139,9 @@ impl CodeOutput {
 }
 
 impl CodeStream {
-    pub(crate) fn channel(capacity: usize) -> (CodeStreamSender, CodeStream) {
+    /// A connected pair; `capacity` bounds the buffered events. The consumer
+    /// dropping the stream makes `cancelled` resolve.
+    pub fn channel(capacity: usize) -> (CodeStreamSender, CodeStream) {
         let (events_tx, events_rx) = mpsc::channel(capacity);
         let (cancel_tx, cancel_rx) = oneshot::channel();
         (

@@ -106,10 +106,11 @@
 //! // Refusals: UnknownProcess (no such pid, or it ended), InvalidRequest.
 //!
 //! // Terminals:
-//! conn.open_pty(&PtyRequest { cols, rows, env, cwd, timeout }, &sandbox_env).await?
+//! conn.open_pty(&PtyRequest { cols, rows, env, cwd, timeout, command }, &sandbox_env).await?
 //!     -> Terminal { pid, output: ExecStream /* Stdout chunks, then Finished */,
 //!                   input: TerminalInput /* .write(bytes), .resize(cols, rows) */ }
-//!     // a login shell (`bash -l`) as `user`; dropping `output` ends the shell's tree.
+//!     // a login shell (`bash -l`, or `command`) as `user`; dropping `output` ends
+//!     // the shell's tree.
 //! ```
 //!
 //! # Suggested `Runtime` trait methods for files, processes and terminals (phase 3)
@@ -212,11 +213,12 @@ mod pty_client;
 mod reader;
 
 pub use code::{
-    CodeEvent, CodeOutput, CodeRequest, CodeStream, ContextInfo, ContextRequest, ExecutionError,
-    ExecutionOutcome, ExecutionResult, ExecutionSummary, Language,
+    CodeEvent, CodeOutput, CodeRequest, CodeStream, CodeStreamSender, ContextInfo, ContextRequest,
+    ExecutionError, ExecutionOutcome, ExecutionResult, ExecutionSummary, Language,
 };
 /// The largest code an execution may carry.
 pub use codebox_protocol::MAX_CODE_BYTES;
+pub use codebox_protocol::MAX_TERMINAL_SIZE;
 pub use connection::{AgentConnection, AgentInfo};
 pub use error::{is_file_code, AgentError};
 pub use files::{

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use codebox_protocol::{
-    encode_data, validate_terminal_size, HostMessage, InvalidProcess, PtySpec, RequestId, Stream,
-    MAX_DATA_CHUNK, MAX_TIMEOUT_MS,
+    encode_data, validate_terminal_size, Command as WireCommand, HostMessage, InvalidProcess,
+    PtySpec, RequestId, Stream, MAX_DATA_CHUNK, MAX_TIMEOUT_MS,
 };
 
 use super::connection::{encode, AgentConnection};
 use super::error::AgentError;
-use crate::ExecStream;
+use crate::{Command, ExecStream};
 
 /// A terminal to open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,8 @@ pub struct PtyRequest {
     pub cwd: Option<String>,
     /// The shell's tree is killed after this long; the sandbox's lifetime if `None`.
     pub timeout: Option<Duration>,
+    /// What runs on the terminal; a login shell (`bash -l`) when `None`.
+    pub command: Option<Command>,
 }
 
 /// An open terminal. `output` carries the terminal's bytes as `Stdout` chunks, then
@@ -93,6 +95,10 @@ impl AgentConnection {
                 u64::try_from(timeout.as_millis())
                     .unwrap_or(u64::MAX)
                     .clamp(1, MAX_TIMEOUT_MS)
+            }),
+            command: request.command.as_ref().map(|command| match command {
+                Command::Shell(script) => WireCommand::Shell(script.clone()),
+                Command::Argv(argv) => WireCommand::Argv(argv.clone()),
             }),
         };
         spec.validate().map_err(invalid)?;

@@ -9,7 +9,9 @@ use codebox_types::SandboxId;
 
 use super::LinuxRuntime;
 use crate::agent::AgentError;
-use crate::{ProcessInfo, ProcessRequest, RuntimeError, Subscription};
+use crate::{
+    ProcessInfo, ProcessRequest, PtyInput, PtyRequest, PtySession, RuntimeError, Subscription,
+};
 
 /// An agent error as the runtime's, with an unknown pid kept apart.
 fn process_error(pid: u32) -> impl FnOnce(AgentError) -> RuntimeError {
@@ -89,6 +91,21 @@ impl LinuxRuntime {
             .subscribe_process(pid)
             .await
             .map_err(process_error(pid))
+    }
+
+    pub(super) async fn pty_open(
+        &self,
+        id: &SandboxId,
+        request: PtyRequest,
+    ) -> Result<PtySession, RuntimeError> {
+        let (agent, sandbox_env) = self.agent_of(id)?;
+        let terminal = agent.open_pty(&request, &sandbox_env).await?;
+        tracing::debug!(sandbox_id = %id, pid = terminal.pid, "terminal opened");
+        Ok(PtySession {
+            pid: terminal.pid,
+            output: terminal.output,
+            input: PtyInput::new(std::sync::Arc::new(terminal.input)),
+        })
     }
 }
 

@@ -453,6 +453,14 @@ impl Runtime for LinuxRuntime {
     ) -> Result<crate::Subscription, RuntimeError> {
         self.process_subscribe(id, pid).await
     }
+
+    async fn open_pty(
+        &self,
+        id: &SandboxId,
+        request: crate::PtyRequest,
+    ) -> Result<crate::PtySession, RuntimeError> {
+        self.pty_open(id, request).await
+    }
 }
 
 impl LinuxRuntime {
