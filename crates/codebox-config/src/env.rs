@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::model::{CodeboxConfig, ContextLanguage, LogFormat};
+use crate::model::{CodeboxConfig, ContextLanguage, LogFormat, Role};
 use crate::secret::{ConnectionUrl, Secret};
 use crate::units::{parse_duration, parse_size};
 
@@ -110,6 +110,13 @@ macro_rules! env_vars {
 env_vars! {
     /// Path of the YAML config file (like `--config`).
     CODEBOX_CONFIG = "-" => None;
+    /// Client commands (`run`, `sandbox`, `exec`, `files`, `shell`): base URL of
+    /// the server, `http://host:port` (default: the local server of this
+    /// configuration).
+    CODEBOX_API_URL = "-" => None;
+    /// Client commands: the API key they send (default: `admin.key` in the
+    /// data directory).
+    CODEBOX_API_KEY = "-" => None;
     /// Directory for the SQLite database, the runtime root, generated secrets and
     /// `admin.key`.
     CODEBOX_DATA_DIR = "data_dir" => Some(|c, v| { c.data_dir = PathBuf::from(v); Ok(()) });
@@ -262,6 +269,77 @@ env_vars! {
     /// empty or blank runs none.
     CODEBOX_PYTHON3_PRELOAD = "templates.python3.preload" =>
         Some(|c, v| { c.templates.python3.preload = non_blank(v); Ok(()) });
+    /// What `serve` runs: `all` (API and sandboxes) or `api` (API only; needs
+    /// Postgres and `codebox node` processes).
+    CODEBOX_ROLE = "role" => Some(|c, v| {
+        c.role = match v.trim() {
+            "all" => Role::All,
+            "api" => Role::Api,
+            other => return Err(format!("expected all or api, got {other:?}")),
+        };
+        Ok(())
+    });
+    /// This node's unique name (`codebox node`); unset: the host name.
+    CODEBOX_NODE_ID = "node.id" =>
+        Some(|c, v| { c.node.id = non_empty(v); Ok(()) });
+    /// Address the node's internal API binds (e.g. `10.0.0.5:3100`).
+    CODEBOX_NODE_LISTEN = "node.listen" =>
+        Some(|c, v| { c.node.listen = v.trim().to_owned(); Ok(()) });
+    /// `host:port` API replicas dial to reach this node; unset: `node.listen`.
+    CODEBOX_NODE_ADVERTISE = "node.advertise" =>
+        Some(|c, v| { c.node.advertise = non_empty(v); Ok(()) });
+    /// Shared API<->node secret (at least 32 characters).
+    CODEBOX_NODE_SECRET = "node.secret" =>
+        Some(|c, v| { c.node.secret = non_empty(v).map(Secret::new); Ok(()) });
+    /// How often a node heartbeats (e.g. `5s`).
+    CODEBOX_NODE_HEARTBEAT_INTERVAL = "node.heartbeat_interval" =>
+        Some(|c, v| { c.node.heartbeat_interval = duration(v)?; Ok(()) });
+    /// A node silent for this long is lost; its sandboxes end as `node_lost` (e.g. `30s`).
+    CODEBOX_NODE_LOST_AFTER = "node.lost_after" =>
+        Some(|c, v| { c.node.lost_after = duration(v)?; Ok(()) });
+    /// Comma-separated `key=value` labels of this node.
+    CODEBOX_NODE_LABELS = "node.labels" => Some(|c, v| {
+        c.node.labels = v
+            .split(',')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                pair.split_once('=')
+                    .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+                    .ok_or_else(|| format!("expected key=value, got {pair:?}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    });
+    /// CPU cores this node offers to sandboxes; 0: 4 x the host's cores.
+    CODEBOX_NODE_CAPACITY_CPU = "node.capacity_cpu" =>
+        Some(|c, v| { c.node.capacity_cpu = number(v)?; Ok(()) });
+    /// Memory in MiB this node offers to sandboxes; 0: the host's total.
+    CODEBOX_NODE_CAPACITY_MEMORY_MB = "node.capacity_memory_mb" =>
+        Some(|c, v| { c.node.capacity_memory_mb = number(v)?; Ok(()) });
+    /// Most sandboxes placed on this node; 0: `runtime.max_sandboxes`.
+    CODEBOX_NODE_CAPACITY_SLOTS = "node.capacity_slots" =>
+        Some(|c, v| { c.node.capacity_slots = number(v)?; Ok(()) });
+    /// Serve the E2B-compatible API next to the native one (`true`/`false`).
+    CODEBOX_E2B_ENABLED = "e2b.enabled" =>
+        Some(|c, v| { c.e2b.enabled = boolean(v)?; Ok(()) });
+    /// The E2B sandbox domain `D` (`api.D`, `{port}-{id}.D`); unset or empty:
+    /// one-URL mode only.
+    CODEBOX_E2B_DOMAIN = "e2b.domain" =>
+        Some(|c, v| { c.e2b.domain = non_empty(v.trim()); Ok(()) });
+    /// The `envdVersion` reported to the E2B SDKs (`X.Y.Z`); unset: the highest
+    /// implemented.
+    CODEBOX_E2B_ENVD_VERSION = "e2b.envd_version" =>
+        Some(|c, v| { c.e2b.envd_version = non_empty(v.trim()); Ok(()) });
+    /// Address of the E2B HTTPS listener (e.g. `0.0.0.0:443`); unset: none.
+    CODEBOX_E2B_TLS_LISTEN = "e2b.tls.listen" =>
+        Some(|c, v| { c.e2b.tls.listen = non_empty(v.trim()); Ok(()) });
+    /// PEM certificate chain of the E2B HTTPS listener.
+    CODEBOX_E2B_TLS_CERT = "e2b.tls.cert" =>
+        Some(|c, v| { c.e2b.tls.cert = non_empty(v).map(PathBuf::from); Ok(()) });
+    /// PEM private key of the E2B HTTPS listener.
+    CODEBOX_E2B_TLS_KEY = "e2b.tls.key" =>
+        Some(|c, v| { c.e2b.tls.key = non_empty(v).map(PathBuf::from); Ok(()) });
     /// Days executions are kept.
     CODEBOX_RETENTION_EXECUTIONS_DAYS = "retention.executions_days" =>
         Some(|c, v| { c.retention.executions_days = number(v)?; Ok(()) });

@@ -9,17 +9,23 @@
 //! HTTP, SQL or sandboxes.
 
 pub mod docs;
+mod e2b;
 pub mod env;
 mod load;
 mod model;
 pub mod secret;
 pub mod units;
 
-pub use load::{from_file, from_yaml_str, load, validate, CliOverrides, ConfigError, Environment};
+pub use e2b::{E2bConfig, E2bTlsConfig};
+pub use load::{
+    from_file, from_yaml_str, load, validate, CliOverrides, ConfigError, Environment,
+    MIN_NODE_SECRET_LEN,
+};
 pub use model::{
     AuthConfig, CodeboxConfig, ContextLanguage, DatabaseConfig, LimitsConfig, LogFormat,
-    LoggingConfig, MonitoringConfig, Python3TemplateConfig, RateLimit, RateLimitsConfig,
-    RedisConfig, RetentionConfig, RuntimeConfig, ServerConfig, TemplatesConfig,
+    LoggingConfig, MonitoringConfig, NodeConfig, Python3TemplateConfig, RateLimit,
+    RateLimitsConfig, RedisConfig, RetentionConfig, Role, RuntimeConfig, ServerConfig,
+    TemplatesConfig,
 };
 pub use secret::{ConnectionUrl, Secret, REDACTED};
 

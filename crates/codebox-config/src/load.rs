@@ -89,6 +89,8 @@ pub struct CliOverrides {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub data_dir: Option<PathBuf>,
+    /// `serve --role`.
+    pub role: Option<crate::model::Role>,
 }
 
 /// Loads the effective configuration.
@@ -336,6 +338,9 @@ fn apply_cli(config: &mut CodeboxConfig, cli: &CliOverrides) {
     if let Some(data_dir) = &cli.data_dir {
         config.data_dir.clone_from(data_dir);
     }
+    if let Some(role) = cli.role {
+        config.role = role;
+    }
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -391,6 +396,9 @@ pub fn validate(config: &CodeboxConfig) -> Result<(), ConfigError> {
     if limits.max_upload_bytes == 0 {
         return Err(invalid("limits.max_upload_bytes", "must be above zero"));
     }
+    if let Some((key, message)) = config.e2b.problem() {
+        return Err(invalid(key, &message));
+    }
     if config.auth.jwt_leeway > std::time::Duration::from_secs(300) {
         return Err(invalid("auth.jwt_leeway", "must be at most 5m"));
     }
@@ -402,13 +410,8 @@ pub fn validate(config: &CodeboxConfig) -> Result<(), ConfigError> {
             "must be false: outbound network for sandboxes is not implemented yet",
         ));
     }
-    if config.retention.store_code {
-        return Err(invalid(
-            "retention.store_code",
-            "must be false: codebox records only the size of executed code",
-        ));
-    }
     validate_preload(config)?;
+    validate_node(config)?;
     if config.server.max_connections == 0 {
         return Err(invalid("server.max_connections", "must be above zero"));
     }
@@ -432,6 +435,49 @@ pub fn validate(config: &CodeboxConfig) -> Result<(), ConfigError> {
         if limit.requests == 0 || limit.window.is_zero() {
             return Err(invalid(key, "needs requests and window above zero"));
         }
+    }
+    Ok(())
+}
+
+/// Shortest accepted `node.secret`: a bearer secret must not be guessable.
+pub const MIN_NODE_SECRET_LEN: usize = 32;
+
+/// The node keys: a usable heartbeat, a lost timeout well above it, a strong
+/// secret when one is set (`codebox node` and `serve --role api` also require one).
+fn validate_node(config: &CodeboxConfig) -> Result<(), ConfigError> {
+    let node = &config.node;
+    if node.heartbeat_interval.is_zero() {
+        return Err(invalid("node.heartbeat_interval", "must be above zero"));
+    }
+    if node.lost_after < node.heartbeat_interval * 2 {
+        return Err(invalid(
+            "node.lost_after",
+            "must be at least twice node.heartbeat_interval",
+        ));
+    }
+    if let Some(secret) = &node.secret {
+        if secret.expose().len() < MIN_NODE_SECRET_LEN {
+            return Err(invalid(
+                "node.secret",
+                format!("must be at least {MIN_NODE_SECRET_LEN} characters"),
+            ));
+        }
+    }
+    if let Some(id) = &node.id {
+        let valid = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid {
+            return Err(invalid(
+                "node.id",
+                "must be 1 to 64 characters of [A-Za-z0-9._-]",
+            ));
+        }
+    }
+    if !(node.capacity_cpu >= 0.0 && node.capacity_cpu.is_finite()) {
+        return Err(invalid("node.capacity_cpu", "must be 0 (auto) or above"));
     }
     Ok(())
 }
@@ -475,6 +521,49 @@ mod tests {
 
     fn environment(pairs: &[(&str, &str)]) -> Environment {
         Environment::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn node_keys_are_validated_and_role_comes_from_env_or_cli() {
+        let load_env = |pairs: &[(&str, &str)]| load(&environment(pairs), &CliOverrides::default());
+        let config = load_env(&[
+            ("CODEBOX_ROLE", "api"),
+            ("CODEBOX_NODE_SECRET", "s3cret-s3cret-s3cret-s3cret-s3cret"),
+            ("CODEBOX_NODE_LABELS", "zone=a, disk=ssd"),
+            ("CODEBOX_NODE_LOST_AFTER", "2s"),
+            ("CODEBOX_NODE_HEARTBEAT_INTERVAL", "500ms"),
+        ])
+        .expect("valid");
+        assert_eq!(config.role, crate::model::Role::Api);
+        assert_eq!(
+            config.node.labels.get("disk").map(String::as_str),
+            Some("ssd")
+        );
+        let cli = CliOverrides {
+            role: Some(crate::model::Role::All),
+            ..CliOverrides::default()
+        };
+        let overridden = load(&environment(&[("CODEBOX_ROLE", "api")]), &cli).expect("valid");
+        assert_eq!(overridden.role, crate::model::Role::All, "CLI beats env");
+        for (pairs, key) in [
+            (vec![("CODEBOX_NODE_SECRET", "short")], "node.secret"),
+            (vec![("CODEBOX_NODE_ID", "bad id/..")], "node.id"),
+            (
+                vec![
+                    ("CODEBOX_NODE_HEARTBEAT_INTERVAL", "5s"),
+                    ("CODEBOX_NODE_LOST_AFTER", "6s"),
+                ],
+                "node.lost_after",
+            ),
+            (vec![("CODEBOX_ROLE", "node")], "CODEBOX_ROLE"),
+            (
+                vec![("CODEBOX_NODE_LABELS", "novalue")],
+                "CODEBOX_NODE_LABELS",
+            ),
+        ] {
+            let error = load_env(&pairs).expect_err("refused");
+            assert!(error.to_string().contains(key), "{key}: {error}");
+        }
     }
 
     #[test]

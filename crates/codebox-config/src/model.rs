@@ -28,6 +28,14 @@ pub struct CodeboxConfig {
     pub runtime: RuntimeConfig,
     pub retention: RetentionConfig,
     pub templates: TemplatesConfig,
+    /// What `codebox serve` runs: `all` (the API and the sandboxes, one
+    /// machine) or `api` (the API only; sandboxes run on `codebox node`
+    /// processes registered in Postgres). See docs/scale-out.md.
+    pub role: Role,
+    /// The sandbox node (`codebox node`) and how the API reaches nodes.
+    pub node: NodeConfig,
+    /// The E2B-compatible API (docs/e2b-compat.md).
+    pub e2b: crate::e2b::E2bConfig,
 }
 
 impl Default for CodeboxConfig {
@@ -45,6 +53,81 @@ impl Default for CodeboxConfig {
             runtime: RuntimeConfig::default(),
             retention: RetentionConfig::default(),
             templates: TemplatesConfig::default(),
+            role: Role::default(),
+            node: NodeConfig::default(),
+            e2b: crate::e2b::E2bConfig::default(),
+        }
+    }
+}
+
+/// What `codebox serve` runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The API and the sandboxes in one process (one machine).
+    #[default]
+    All,
+    /// The API only: sandboxes are placed on registered nodes (needs Postgres).
+    Api,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Api => "api",
+        }
+    }
+}
+
+/// A sandbox node: its internal listener, identity, capacity, heartbeat; and
+/// the API side's view of nodes (`lost_after`, the shared `secret`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique name of this node; unset: the host name.
+    pub id: Option<String>,
+    /// Address the node's internal API binds (`codebox node`). Sandboxes cannot
+    /// reach it (their network namespace has only `lo`); keep it on a private
+    /// network that only the API replicas reach.
+    pub listen: String,
+    /// `host:port` the API replicas dial; unset: `listen`.
+    pub advertise: Option<String>,
+    /// Shared secret between API replicas and nodes (at least 32 characters);
+    /// sent as a bearer token on every API->node request. Required for
+    /// `codebox node` and `serve --role api`.
+    pub secret: Option<Secret>,
+    /// How often a node refreshes its row (and reconciles its sandboxes).
+    #[serde(with = "units::duration")]
+    pub heartbeat_interval: Duration,
+    /// A node whose last heartbeat is older than this is marked lost by the
+    /// API; its sandboxes end as `node_lost`.
+    #[serde(with = "units::duration")]
+    pub lost_after: Duration,
+    /// Free-form labels recorded with the node (shown in `codebox node list`).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// CPU cores offered to sandboxes; 0: 4 x the host's cores (a sandbox's
+    /// `cpu` is a quota that sandboxes can share).
+    pub capacity_cpu: f64,
+    /// Memory offered to sandboxes in MiB; 0: the host's total memory.
+    pub capacity_memory_mb: u64,
+    /// Most sandboxes placed on this node; 0: `runtime.max_sandboxes`.
+    pub capacity_slots: u32,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            listen: "127.0.0.1:3100".to_owned(),
+            advertise: None,
+            secret: None,
+            heartbeat_interval: Duration::from_secs(5),
+            lost_after: Duration::from_secs(30),
+            labels: std::collections::BTreeMap::new(),
+            capacity_cpu: 0.0,
+            capacity_memory_mb: 0,
+            capacity_slots: 0,
         }
     }
 }
@@ -401,8 +484,9 @@ pub struct RetentionConfig {
     pub executions_days: u32,
     /// Ended sandboxes keep answering 410 with their reason this long, then 404.
     pub tombstone_days: u32,
-    /// Keep executed code in the database. Only `false` (only its size is
-    /// recorded) is implemented; `true` is refused at start.
+    /// Keep executed code and its output (capped at 64 KiB) with each execution
+    /// record; off by default (only the code's size is recorded). Kept content
+    /// is purged with the record after `executions_days`.
     pub store_code: bool,
     /// How often the purge runs.
     #[serde(with = "units::duration")]

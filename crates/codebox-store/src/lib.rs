@@ -14,6 +14,7 @@ mod convert;
 mod cursor;
 mod limiter;
 mod migration;
+mod nodes;
 mod open;
 mod postgres;
 mod redis_link;
@@ -30,6 +31,7 @@ use time::OffsetDateTime;
 
 pub use cache::{CachedStore, SANDBOX_CACHE_TTL};
 pub use limiter::{LocalRateLimiter, RateDecision, RateLimiter, RedisRateLimiter};
+pub use nodes::{NodeCapacity, NodeRecord, NodeRegistration, NodeState, NodeStore, NodeUsage};
 pub use open::{open_store, PoolSettings};
 pub use postgres::PostgresStore;
 pub use redis_link::{InvalidRedisUrl, RedisHealth, RedisLink, RedisSettings};
@@ -111,6 +113,11 @@ pub struct ExecutionRecord {
     pub duration_ms: u64,
     pub code_size: u64,
     pub created_at: OffsetDateTime,
+    /// The code, only when keeping it is configured (`retention.store_code`).
+    pub code: Option<String>,
+    /// The output as JSON text (`{"stdout", "stderr", "text", "error",
+    /// "truncated"}`, capped by the core), only with `retention.store_code`.
+    pub output: Option<String>,
 }
 
 /// Which sandboxes to list. Always scoped to one user.

@@ -26,11 +26,23 @@ use crate::{
 
 use rows::{api_key_from_row, execution_from_row, sandbox_from_row, user_from_row};
 
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "nodes",
+        sql: include_str!("migrations/0003_nodes.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "execution_content",
+        sql: include_str!("migrations/0004_execution_content.sql"),
+    },
+];
 
 /// Serialises migrations across processes starting at once.
 const MIGRATION_LOCK: i64 = 0x636f_6465_626f_7801;
@@ -40,7 +52,7 @@ const KEY_COLUMNS: &str = "id, user_id, name, prefix, created_at, revoked_at, la
 const SANDBOX_COLUMNS: &str = "id, user_id, runtime, cpu, memory_mb, isolation, status, \
     termination_reason, metadata, created_at, expires_at, ended_at, node";
 const EXECUTION_COLUMNS: &str = "id, sandbox_id, context_id, language, status, exit_code, \
-    execution_count, duration_ms, code_size, created_at";
+    execution_count, duration_ms, code_size, created_at, code, output";
 const LIVE: &str = "('creating', 'running')";
 
 /// `last_used_at` is refreshed at most this often (see the SQLite store).
@@ -54,7 +66,7 @@ struct ConnectTimeout;
 /// The Postgres implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl PostgresStore {
@@ -564,7 +576,7 @@ impl Store for PostgresStore {
     async fn insert_execution(&self, record: &ExecutionRecord) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO executions ({EXECUTION_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         );
         sqlx::query(&sql)
             .bind(record.id.as_str())
@@ -577,6 +589,8 @@ impl Store for PostgresStore {
             .bind(convert::to_i64(record.duration_ms))
             .bind(convert::to_i64(record.code_size))
             .bind(micro(record.created_at))
+            .bind(&record.code)
+            .bind(&record.output)
             .execute(&self.pool)
             .await
             .map(drop)

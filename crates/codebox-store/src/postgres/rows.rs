@@ -107,5 +107,7 @@ pub(super) fn execution_from_row(
         duration_ms: convert::to_u64(operation, "duration_ms", duration)?,
         code_size: convert::to_u64(operation, "code_size", code_size)?,
         created_at: get(operation, row, "created_at")?,
+        code: get(operation, row, "code")?,
+        output: get(operation, row, "output")?,
     })
 }

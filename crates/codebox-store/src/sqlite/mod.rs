@@ -28,18 +28,30 @@ use crate::{
 
 use rows::{api_key_from_row, execution_from_row, sandbox_from_row, user_from_row};
 
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "nodes",
+        sql: include_str!("migrations/0003_nodes.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "execution_content",
+        sql: include_str!("migrations/0004_execution_content.sql"),
+    },
+];
 
 const USER_COLUMNS: &str = "id, name, is_admin, created_at";
 const KEY_COLUMNS: &str = "id, user_id, name, prefix, created_at, revoked_at, last_used_at";
 const SANDBOX_COLUMNS: &str = "id, user_id, runtime, cpu, memory_mb, isolation, status, \
     termination_reason, metadata, created_at, expires_at, ended_at, node";
 const EXECUTION_COLUMNS: &str = "id, sandbox_id, context_id, language, status, exit_code, \
-    execution_count, duration_ms, code_size, created_at";
+    execution_count, duration_ms, code_size, created_at, code, output";
 const LIVE: &str = "('creating', 'running')";
 
 /// `last_used_at` is refreshed at most this often, so authenticating is not a
@@ -49,7 +61,7 @@ const LAST_USED_GRANULARITY_MICROS: i64 = 60_000_000;
 /// The SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -530,7 +542,7 @@ impl Store for SqliteStore {
 
     async fn insert_execution(&self, record: &ExecutionRecord) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         );
         sqlx::query(&sql)
             .bind(record.id.as_str())
@@ -543,6 +555,8 @@ impl Store for SqliteStore {
             .bind(convert::to_i64(record.duration_ms))
             .bind(convert::to_i64(record.code_size))
             .bind(micros(record.created_at))
+            .bind(&record.code)
+            .bind(&record.output)
             .execute(&self.pool)
             .await
             .map(drop)
@@ -638,10 +652,13 @@ mod tests {
         let path = dir.path().join("codebox.db");
         let first = SqliteStore::open(&path).await.expect("first open");
         let second = SqliteStore::open(&path).await.expect("second open");
-        assert_eq!(first.applied_migrations().await.expect("versions"), vec![1]);
+        assert_eq!(
+            first.applied_migrations().await.expect("versions"),
+            vec![1, 3, 4]
+        );
         assert_eq!(
             second.applied_migrations().await.expect("versions"),
-            vec![1]
+            vec![1, 3, 4]
         );
     }
 

@@ -45,6 +45,8 @@ fn execution(sandbox_id: &SandboxId, created_at: OffsetDateTime) -> ExecutionRec
         duration_ms: 12,
         code_size: 42,
         created_at,
+        code: None,
+        output: None,
     }
 }
 
@@ -588,6 +590,11 @@ async fn executions(store: Arc<dyn Store>) {
         let mut record = execution(&first.id, base_time() + seconds(i));
         record.exit_code = if i % 2 == 0 { None } else { Some(-9) };
         record.context_id = None;
+        if i == 3 {
+            // Kept code and output (retention.store_code) round-trip as is.
+            record.code = Some("print('é')\n".to_owned());
+            record.output = Some(r#"{"stdout":["é\n"],"truncated":false}"#.to_owned());
+        }
         store.insert_execution(&record).await.expect("insert");
         expected.push(record);
     }

@@ -8,6 +8,7 @@
 //! `CODEBOX_REQUIRE_SERVICES=1` (CI), which makes them fail.
 
 mod conformance;
+mod nodes;
 mod postgres;
 mod redis_layer;
 mod sqlite;

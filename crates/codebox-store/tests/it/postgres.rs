@@ -53,6 +53,8 @@ async fn new_partitions_adopt_rows_from_the_default_partition_and_purge_drops_th
             duration_ms: 1,
             code_size: 1,
             created_at: datetime!(2024-05-17 12:00 UTC),
+            code: Some("true".to_owned()),
+            output: None,
         };
         store
             .insert_execution(&run)
@@ -125,7 +127,10 @@ async fn concurrent_starts_apply_each_migration_once() {
             stores.push(start.await.expect("task").expect("connect"));
         }
         for store in &stores {
-            assert_eq!(store.applied_migrations().await.expect("versions"), vec![1]);
+            assert_eq!(
+                store.applied_migrations().await.expect("versions"),
+                vec![1, 3, 4]
+            );
             assert_eq!(store.partitions().await.expect("partitions").len(), 3);
             store.close().await;
         }

@@ -12,7 +12,10 @@ async fn in_memory_store_works() {
     let store = SqliteStore::open_in_memory().await.expect("open");
     new_user(&store, "alice").await;
     assert_eq!(store.count_users().await.expect("count"), 1);
-    assert_eq!(store.applied_migrations().await.expect("versions"), vec![1]);
+    assert_eq!(
+        store.applied_migrations().await.expect("versions"),
+        vec![1, 3, 4]
+    );
 }
 
 /// Another process holding the write lock past the busy timeout makes a
