@@ -100,6 +100,10 @@ impl ContextGates {
     }
 }
 
+/// [`Execution::next_event_within`] waited its whole idle time for nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idle;
+
 /// A running execution. Read it with [`Execution::next_event`] (streaming) or
 /// [`Execution::collect`]. Dropping it before its end interrupts the code and
 /// records the execution as `cancelled`.
@@ -116,6 +120,8 @@ pub struct Execution {
     /// Written when the execution ends; `None` once written.
     pending: Option<PendingRecord>,
     ended: bool,
+    /// The output kept for the record (`retention.store_code`), else `None`.
+    kept: Option<KeptOutput>,
 }
 
 struct PendingRecord {
@@ -132,7 +138,16 @@ impl std::fmt::Debug for PendingRecord {
 }
 
 impl PendingRecord {
-    fn finish(mut self, status: &str, count: Option<u64>, started: Instant) -> Self {
+    fn finish(
+        mut self,
+        status: &str,
+        count: Option<u64>,
+        started: Instant,
+        kept: Option<(&KeptOutput, bool)>,
+    ) -> Self {
+        if let Some((kept, truncated)) = kept {
+            self.record.output = kept.to_json(truncated);
+        }
         self.record.status = status.to_owned();
         self.record.execution_count = count.and_then(|c| i64::try_from(c).ok());
         self.record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -144,6 +159,77 @@ impl PendingRecord {
             tracing::error!(sandbox_id = %self.record.sandbox_id, error = %error_chain(&error),
                 "recording an execution failed");
         }
+    }
+}
+
+/// Bytes of output kept with an execution record when `retention.store_code`
+/// is on (stdout, stderr, the main result's text and the error together).
+pub const MAX_KEPT_OUTPUT_BYTES: usize = 64 << 10;
+
+/// The output kept with an execution's record (`retention.store_code`), capped
+/// at [`MAX_KEPT_OUTPUT_BYTES`]; stored as JSON text.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KeptOutput {
+    stdout: String,
+    stderr: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<KeptError>,
+    truncated: bool,
+    #[serde(skip)]
+    used: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct KeptError {
+    name: String,
+    value: String,
+}
+
+impl KeptOutput {
+    /// As much of `text` as the budget leaves (cut on a character boundary).
+    fn take(&mut self, text: &str) -> String {
+        let room = MAX_KEPT_OUTPUT_BYTES.saturating_sub(self.used);
+        if text.len() <= room {
+            self.used += text.len();
+            return text.to_owned();
+        }
+        self.truncated = true;
+        let mut end = room;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.used += end;
+        text[..end].to_owned()
+    }
+
+    pub(crate) fn stdout(&mut self, text: &str) {
+        let kept = self.take(text);
+        self.stdout.push_str(&kept);
+    }
+
+    pub(crate) fn stderr(&mut self, text: &str) {
+        let kept = self.take(text);
+        self.stderr.push_str(&kept);
+    }
+
+    fn main_text(&mut self, text: &str) {
+        let kept = self.take(text);
+        self.text = Some(kept);
+    }
+
+    fn error(&mut self, name: &str, value: &str) {
+        let name = self.take(name);
+        let value = self.take(value);
+        self.error = Some(KeptError { name, value });
+    }
+
+    /// The JSON text stored in the record's `output`.
+    pub(crate) fn to_json(&self, truncated_upstream: bool) -> Option<String> {
+        let mut kept = self.clone();
+        kept.truncated |= truncated_upstream;
+        serde_json::to_string(&kept).ok()
     }
 }
 
@@ -162,11 +248,32 @@ impl Execution {
     /// caller as the code produces it.
     pub async fn next_event(&mut self) -> Option<ExecutionEvent> {
         loop {
-            if self.ended {
-                return None;
+            if let Ok(event) = self.next_event_within(None).await {
+                return event;
             }
-            let Some(event) = self.stream.next().await else {
-                return Some(self.lost().await);
+        }
+    }
+
+    /// Like [`Execution::next_event`], but gives up with [`Idle`] when the code
+    /// produced nothing for `idle` (for keep-alives on silent streams). Only the
+    /// wait for the sandbox's next event is abandoned, never a half-done step, so
+    /// calling it again continues exactly where it left off.
+    pub async fn next_event_within(
+        &mut self,
+        idle: Option<std::time::Duration>,
+    ) -> Result<Option<ExecutionEvent>, Idle> {
+        loop {
+            if self.ended {
+                return Ok(None);
+            }
+            let next = match idle {
+                Some(idle) => tokio::time::timeout(idle, self.stream.next())
+                    .await
+                    .map_err(|_| Idle)?,
+                None => self.stream.next().await,
+            };
+            let Some(event) = next else {
+                return Ok(Some(self.lost().await));
             };
             let event = match event {
                 CodeEvent::Stdout(bytes) => ExecutionEvent::Stdout {
@@ -180,12 +287,25 @@ impl Execution {
                     ExecutionEvent::Result(result.into())
                 }
                 CodeEvent::Error(error) => ExecutionEvent::Error(error.into()),
-                CodeEvent::Done(summary) => return Some(self.done(&summary).await),
+                CodeEvent::Done(summary) => return Ok(Some(self.done(&summary).await)),
             };
+            if let Some(kept) = self.kept.as_mut() {
+                match &event {
+                    ExecutionEvent::Stdout { text } => kept.stdout(text),
+                    ExecutionEvent::Stderr { text } => kept.stderr(text),
+                    ExecutionEvent::Result(result) if result.is_main_result => {
+                        if let Some(text) = result.data.get("text/plain") {
+                            kept.main_text(text);
+                        }
+                    }
+                    ExecutionEvent::Error(error) => kept.error(&error.name, &error.value),
+                    _ => {}
+                }
+            }
             match &event {
                 ExecutionEvent::Stdout { text } | ExecutionEvent::Stderr { text }
                     if text.is_empty() => {}
-                _ => return Some(event),
+                _ => return Ok(Some(event)),
             }
         }
     }
@@ -196,7 +316,11 @@ impl Execution {
         if let Some(pending) = self.pending.take() {
             let status = status_of(summary.outcome);
             let count = Some(summary.execution_count);
-            pending.finish(status, count, self.started).write().await;
+            let kept = self.kept.as_ref().map(|kept| (kept, self.truncated));
+            pending
+                .finish(status, count, self.started, kept)
+                .write()
+                .await;
         }
         ExecutionEvent::End(EndView {
             execution_id: self.id.to_string(),
@@ -225,8 +349,9 @@ impl Execution {
     ) -> ExecutionEvent {
         self.ended = true;
         if let Some(pending) = self.pending.take() {
+            let kept = self.kept.as_ref().map(|kept| (kept, self.truncated));
             pending
-                .finish("cancelled", None, self.started)
+                .finish("cancelled", None, self.started, kept)
                 .write()
                 .await;
         }
@@ -295,7 +420,8 @@ impl Drop for Execution {
         let Some(pending) = self.pending.take() else {
             return;
         };
-        let pending = pending.finish("cancelled", None, self.started);
+        let kept = self.kept.as_ref().map(|kept| (kept, self.truncated));
+        let pending = pending.finish("cancelled", None, self.started, kept);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn(pending.write())),
             Err(_) => {
@@ -328,6 +454,8 @@ impl Core {
         let record = self.running_sandbox(user, id).await?;
         let (context_id, language) = self.resolve_context(&record, &validated).await?;
         let code_size = validated.code.len() as u64;
+        let store_code = self.settings.retention.store_code;
+        let kept_code = store_code.then(|| validated.code.clone());
         let request = CodeRequest {
             context: context_id.clone(),
             code: validated.code,
@@ -357,6 +485,8 @@ impl Core {
                 duration_ms: 0,
                 code_size,
                 created_at: OffsetDateTime::now_utc(),
+                code: kept_code,
+                output: None,
             },
         };
         Ok(Execution {
@@ -370,6 +500,7 @@ impl Core {
             truncated: false,
             pending: Some(pending),
             ended: false,
+            kept: store_code.then(KeptOutput::default),
         })
     }
 

@@ -113,6 +113,13 @@ impl Core {
         Ok(self.running_sandbox(user, id).await?.id)
     }
 
+    /// Checks that `id` is the user's running sandbox (`NotFound`, `Gone` or
+    /// `Conflict` otherwise) before a request commits to more: a multi-file
+    /// upload reading its body, a terminal's WebSocket upgrade.
+    pub async fn check_running_sandbox(&self, user: &User, id: &str) -> Result<(), CoreError> {
+        self.file_sandbox(user, id).await.map(drop)
+    }
+
     /// A file refusal as the client's error; a lost sandbox as `Gone`.
     async fn file_failed(&self, id: &SandboxId, error: RuntimeError) -> CoreError {
         let (kind, detail) = match error {

@@ -17,11 +17,14 @@ use codebox_store::Store;
 mod auth;
 mod code;
 mod code_views;
+mod e2b;
+mod envd;
 mod error;
 mod files;
 mod jobs;
 mod metrics;
 mod processes;
+mod pty;
 mod requests;
 mod sandboxes;
 mod settings;
@@ -29,8 +32,8 @@ mod views;
 
 pub use auth::{sign_jwt, verify_jwt, Accounts, Claims, API_KEY_PREFIX};
 pub use code::{
-    default_context_id, parse_language, CreateContextRequest, ExecuteRequest, Execution,
-    DEFAULT_CONTEXT_PREFIX,
+    default_context_id, parse_language, CreateContextRequest, ExecuteRequest, Execution, Idle,
+    DEFAULT_CONTEXT_PREFIX, MAX_KEPT_OUTPUT_BYTES,
 };
 pub use code_views::{
     outcome_name, ContextView, EndView, ErrorView, ExecuteView, ExecutionEvent, LogsView,
@@ -46,6 +49,9 @@ pub use metrics::{CoreMetrics, FailureLabels, FAILURE_REASONS};
 pub use processes::{
     parse_pid, ProcessEvent, ProcessOutput, ProcessView, SignalRequest, StartProcessRequest,
     MAX_TAG_BYTES,
+};
+pub use pty::{
+    Pty, PtyEvent, PtyExit, PtyInput, PtyOutput, PtyRequest, DEFAULT_PTY_COLS, DEFAULT_PTY_ROWS,
 };
 pub use requests::{
     is_env_name, CreateSandboxRequest, ListSandboxesQuery, PageQuery, RunCommandRequest,

@@ -321,6 +321,7 @@ impl Core {
         id: &str,
         request: RunCommandRequest,
     ) -> Result<CommandResult, CoreError> {
+        let command_text = request.cmd.clone();
         let (exec, code_size) = self.validate_command(request)?;
         let record = self.get_sandbox(user, id).await?;
         if record.status != SandboxStatus::Running {
@@ -337,7 +338,9 @@ impl Core {
             Err(error) => return Err(self.exec_failed(&record.id, error).await),
         };
         let result = command_result(output);
-        self.record_execution(&record.id, &result, code_size).await;
+        let kept_code = self.settings.retention.store_code.then_some(command_text);
+        self.record_execution(&record.id, &result, code_size, kept_code)
+            .await;
         Ok(result)
     }
 
@@ -392,7 +395,21 @@ impl Core {
         }
     }
 
-    async fn record_execution(&self, id: &SandboxId, result: &CommandResult, code_size: u64) {
+    /// Records a command; with `code` (kept when `retention.store_code` is on)
+    /// also its capped output.
+    async fn record_execution(
+        &self,
+        id: &SandboxId,
+        result: &CommandResult,
+        code_size: u64,
+        code: Option<String>,
+    ) {
+        let output = code.as_ref().and_then(|_| {
+            let mut kept = crate::code::KeptOutput::default();
+            kept.stdout(&result.stdout);
+            kept.stderr(&result.stderr);
+            kept.to_json(result.truncated)
+        });
         let status = if result.timed_out {
             "timed_out"
         } else if result.exit_code == 0 {
@@ -411,6 +428,8 @@ impl Core {
             duration_ms: result.duration_ms,
             code_size,
             created_at: OffsetDateTime::now_utc(),
+            code,
+            output,
         };
         // The command already ran; losing its history row must not turn its
         // result into an error.

@@ -37,6 +37,9 @@ pub struct RetentionSettings {
     pub executions: Duration,
     pub tombstones: Duration,
     pub purge_interval: Duration,
+    /// Keep the code and (capped) output of each execution with its record
+    /// (`retention.store_code`, off by default); purged with the record.
+    pub store_code: bool,
 }
 
 /// Key material. `Debug` never shows it.
@@ -113,6 +116,7 @@ impl CoreSettings {
                 executions: DAY * config.retention.executions_days,
                 tombstones: DAY * config.retention.tombstone_days,
                 purge_interval: config.retention.purge_interval,
+                store_code: config.retention.store_code,
             },
             reaper_interval: Duration::from_secs(1),
         }

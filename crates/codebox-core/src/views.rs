@@ -77,6 +77,13 @@ pub struct ExecutionView {
     pub code_size: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The code, when `retention.store_code` is on (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// `{"stdout", "stderr", "text"?, "error"?: {"name", "value"}, "truncated"}`,
+    /// at most 64 KiB of text, when `retention.store_code` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
 }
 
 impl From<ExecutionRecord> for ExecutionView {
@@ -92,6 +99,10 @@ impl From<ExecutionRecord> for ExecutionView {
             duration_ms: record.duration_ms,
             code_size: record.code_size,
             created_at: record.created_at,
+            code: record.code,
+            output: record
+                .output
+                .and_then(|text| serde_json::from_str(&text).ok()),
         }
     }
 }

@@ -137,6 +137,34 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
     }
 }
 
+/// For another front door of the same service (the E2B gateway): charges
+/// `user`'s request budget, and the create budget for a create, exactly like
+/// the native API does. `Err` is the `Retry-After` once a budget is spent.
+pub async fn charge_authenticated(
+    state: &AppState,
+    user: &User,
+    is_create: bool,
+) -> Result<(), Duration> {
+    charge_user(state, user, is_create)
+        .await
+        .map_err(|error| error.retry_after().unwrap_or(Duration::from_secs(1)))
+}
+
+/// For another front door: charges the budget of the socket peer in
+/// `extensions` (`ConnectInfo`) for missing or failed credentials.
+pub async fn charge_unauthenticated(
+    state: &AppState,
+    extensions: &axum::http::Extensions,
+) -> Result<(), Duration> {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip());
+    let client = peer.map_or_else(|| "unknown".to_owned(), ip_key);
+    charge_anonymous(state, &client)
+        .await
+        .map_err(|error| error.retry_after().unwrap_or(Duration::from_secs(1)))
+}
+
 /// Charges the client IP's budget for missing or failed credentials; `429`
 /// once it is spent.
 async fn charge_anonymous(state: &AppState, client: &str) -> Result<(), ApiError> {

@@ -5,16 +5,21 @@
 //! A streamed execution sends each event as soon as the sandbox produces it. A
 //! client that goes away drops the body stream, which drops the core's
 //! `Execution` and so interrupts the code. On graceful shutdown every open stream
-//! ends with a final `end` event (`reason: "server_shutdown"`).
+//! ends with a final `end` event (`reason: "server_shutdown"`). A stream silent
+//! for [`KEEPALIVE_INTERVAL`] gets a keep-alive: the SSE comment `: keep-alive`
+//! or the NDJSON event `{"type":"keepalive"}`.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use codebox_core::{ContextView, CreateContextRequest, ExecuteRequest, Execution, ExecutionEvent};
+use codebox_core::{
+    ContextView, CreateContextRequest, ExecuteRequest, Execution, ExecutionEvent, Idle,
+};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
@@ -95,6 +100,20 @@ struct Streaming {
     execution: Execution,
     closing: watch::Receiver<bool>,
     format: Format,
+    keepalive: Duration,
+}
+
+/// A silent stream gets a keep-alive this often, so proxies and clients with
+/// idle timeouts keep it open while code runs quietly.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The keep-alive of a format: an SSE comment line, or an NDJSON
+/// `{"type":"keepalive"}` event (documented; clients skip it).
+pub fn keepalive(format: Format) -> Bytes {
+    match format {
+        Format::Sse => Bytes::from_static(b": keep-alive\n\n"),
+        Format::Json | Format::Ndjson => Bytes::from_static(b"{\"type\":\"keepalive\"}\n"),
+    }
 }
 
 async fn next_chunk(
@@ -102,7 +121,10 @@ async fn next_chunk(
 ) -> Option<(Result<Bytes, Infallible>, Option<Streaming>)> {
     let event = tokio::select! {
         biased;
-        event = streaming.execution.next_event() => event?,
+        event = streaming.execution.next_event_within(Some(streaming.keepalive)) => match event {
+            Ok(event) => event?,
+            Err(Idle) => return Some((Ok(keepalive(streaming.format)), Some(streaming))),
+        },
         () = closing(&mut streaming.closing) => {
             streaming.execution.end_early("server_shutdown", "interrupted").await
         }
@@ -123,6 +145,7 @@ fn stream_response(
         execution,
         closing,
         format,
+        keepalive: KEEPALIVE_INTERVAL,
     };
     let chunks = futures_util::stream::unfold(Some(streaming), |streaming| async move {
         next_chunk(streaming?).await

@@ -129,6 +129,11 @@ impl ApiError {
             .expect("every catalogue status is a valid HTTP status")
     }
 
+    /// How long the client is told to wait (`Retry-After`), if at all.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
     /// The internal cause and its sources, one line, for logs only.
     pub fn internal_chain(&self) -> Option<String> {
         let cause = self.internal.as_ref()?;

@@ -201,6 +201,196 @@ pub async fn upload(
     Ok(Success(StatusCode::CREATED, view))
 }
 
+/// Most parts of one multipart upload.
+pub const MAX_UPLOAD_PARTS: usize = 1000;
+/// Most body bytes the multipart parser may pull while it looks for the next
+/// part's boundary and headers (a part's headers plus one body frame read ahead):
+/// a huge or endless header is refused instead of buffered.
+const MAX_PART_HEAD: u64 = 1 << 20;
+
+/// The files a multipart upload wrote.
+#[derive(Debug, serde::Serialize)]
+pub struct UploadList {
+    files: Vec<UploadView>,
+}
+
+fn multipart_error(message: impl std::fmt::Display) -> ApiError {
+    let message: String = message.to_string().chars().take(200).collect();
+    ApiError::new(ErrorCode::ValidationError, format!("multipart: {message}"))
+        .with_field("multipart")
+}
+
+/// `POST .../files`: a `multipart/form-data` body, each part a file whose
+/// destination is its filename (or its field name when it has none). Parts are
+/// written one after the other, each streamed like `PUT`; the first failure ends
+/// the request (its partial file is removed, the files written before it stay
+/// and are listed in `data.files` beside the envelope's `error`).
+pub async fn upload_multipart(
+    State(state): State<AppState>,
+    AuthenticatedUser(user): AuthenticatedUser,
+    SandboxPath(id): SandboxPath,
+    request: Request,
+) -> Result<Success<UploadList>, ApiError> {
+    // Ownership first: another user's sandbox is a 404 whatever the body.
+    state.core.check_running_sandbox(&user, &id).await?;
+    let boundary = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| multer::parse_boundary(value).ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "Content-Type: must be multipart/form-data with a boundary (or use PUT with ?path=)",
+            )
+        })?;
+    let limits: BodyLimits = axum::extract::FromRef::from_ref(&state);
+    let guard = HeadGuard::default();
+    let mut multipart = multer::Multipart::new(
+        guarded_body(request.into_body(), limits, guard.clone()),
+        boundary,
+    );
+    let mut files = Vec::new();
+    loop {
+        guard.enter_head();
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(error) => {
+                return Err(multipart_error(error).with_data(serde_json::json!({ "files": files })))
+            }
+        };
+        guard.leave_head();
+        if files.len() >= MAX_UPLOAD_PARTS {
+            return Err(multipart_error(format!("at most {MAX_UPLOAD_PARTS} parts"))
+                .with_data(serde_json::json!({ "files": files })));
+        }
+        let Some(path) = field
+            .file_name()
+            .filter(|name| !name.is_empty())
+            .or_else(|| field.name().filter(|name| !name.is_empty()))
+            .map(str::to_owned)
+        else {
+            return Err(multipart_error("a part has neither a filename nor a name")
+                .with_data(serde_json::json!({ "files": files })));
+        };
+        let body = FieldReader {
+            field,
+            current: Bytes::new(),
+        };
+        match state
+            .core
+            .write_file(&user, &id, &path, None, Box::new(body))
+            .await
+        {
+            Ok(view) => files.push(view),
+            Err(error) => {
+                return Err(ApiError::from(error).with_data(serde_json::json!({ "files": files })))
+            }
+        }
+    }
+    Ok(Success(StatusCode::CREATED, UploadList { files }))
+}
+
+/// Counts the body bytes pulled while the parser is between parts.
+#[derive(Debug, Clone, Default)]
+struct HeadGuard {
+    state: std::sync::Arc<std::sync::Mutex<(bool, u64)>>,
+}
+
+impl HeadGuard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (bool, u64)> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn enter_head(&self) {
+        *self.lock() = (true, 0);
+    }
+
+    fn leave_head(&self) {
+        self.lock().0 = false;
+    }
+
+    /// Whether `len` more bytes keep the head within its bound.
+    fn admit(&self, len: usize) -> bool {
+        let mut state = self.lock();
+        if !state.0 {
+            return true;
+        }
+        state.1 += len as u64;
+        state.1 <= MAX_PART_HEAD
+    }
+}
+
+/// The request body as a stream for the multipart parser: each frame within the
+/// stall timeout, and bounded while a part's headers are being read.
+fn guarded_body(
+    body: Body,
+    limits: BodyLimits,
+    guard: HeadGuard,
+) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
+    futures_util::stream::unfold(Some(body), move |body| {
+        let guard = guard.clone();
+        async move {
+            let mut body = body?;
+            loop {
+                let frame = tokio::time::timeout(limits.stall_timeout, body.frame()).await;
+                let chunk = match frame {
+                    Ok(None) => return None,
+                    Ok(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => data,
+                        Err(_trailers) => continue,
+                    },
+                    Ok(Some(Err(error))) => return Some((Err(io::Error::other(error)), None)),
+                    Err(_) => {
+                        let error =
+                            io::Error::new(io::ErrorKind::TimedOut, "the upload body stalled");
+                        return Some((Err(error), None));
+                    }
+                };
+                if !guard.admit(chunk.len()) {
+                    let error = io::Error::other(format!(
+                        "a part's headers are over {MAX_PART_HEAD} bytes"
+                    ));
+                    return Some((Err(error), None));
+                }
+                return Some((Ok(chunk), Some(body)));
+            }
+        }
+    })
+}
+
+/// One part's data as an `AsyncRead` (the runtime pulls it with backpressure).
+struct FieldReader {
+    field: multer::Field<'static>,
+    current: Bytes,
+}
+
+impl AsyncRead for FieldReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        use futures_util::Stream;
+        loop {
+            if !self.current.is_empty() {
+                let take = self.current.len().min(buf.remaining());
+                let chunk = self.current.split_to(take);
+                buf.put_slice(&chunk);
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(Pin::new(&mut self.field).poll_next(cx)) {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(error)) => return Poll::Ready(Err(io::Error::other(error))),
+                None => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
 fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get(header::CONTENT_LENGTH) else {
         return Ok(None);

@@ -60,6 +60,17 @@ const UPLOAD_ERRORS: &[ErrorCode] = &[
     ErrorCode::Timeout,
 ];
 
+const MULTIPART_ERRORS: &[ErrorCode] = &[
+    ErrorCode::NotFound,
+    ErrorCode::SandboxGone,
+    ErrorCode::Conflict,
+    ErrorCode::ValidationError,
+    ErrorCode::PayloadTooLarge,
+    ErrorCode::UnsupportedMediaType,
+    ErrorCode::ResourceLimitError,
+    ErrorCode::Timeout,
+];
+
 const DOWNLOAD_DESCRIPTION: &str = "Streams a regular file (binary-safe) with Content-Length. \
     A single `Range: bytes=a-b`, `bytes=a-` or `bytes=-n` answers 206 with Content-Range; a \
     range past the end answers 416 (code VALIDATION_ERROR) with `Content-Range: bytes */size`; \
@@ -69,6 +80,15 @@ const UPLOAD_DESCRIPTION: &str = "The raw request body becomes the file (parents
     `limits.max_upload_bytes` (100 MiB by default; 413 beyond) and counted against the \
     sandbox's disk limit (429 RESOURCE_LIMIT_ERROR when full). A failed upload leaves no \
     partial file.";
+const MULTIPART_DESCRIPTION: &str = "Uploads several files at once from a \
+    `multipart/form-data` body: each part is a file whose destination path is its `filename` \
+    (or its field `name` when it has no filename; relative paths start at /home/user, absolute \
+    ones stay inside the sandbox). Parts are streamed one after the other like PUT, never \
+    buffered whole, each capped at `limits.max_upload_bytes` (413) and counted against the \
+    sandbox's disk limit (429 RESOURCE_LIMIT_ERROR). At most 1000 parts; a part's headers may \
+    not exceed 1 MiB. The first failing part ends the request: its partial file is removed, \
+    the files written before it stay and are listed in `data.files` beside `error`. Another \
+    Content-Type is 415.";
 const LIST_DESCRIPTION: &str = "Entries under a directory (default /home/user), directory by \
     directory, each sorted by name; symlinks are listed, never followed. At most 10 000 \
     entries (`truncated`).";
@@ -113,6 +133,13 @@ pub(crate) fn file_routes() -> Vec<ApiRoute> {
         "upload_file",
         "Upload a file",
         UPLOAD_DESCRIPTION,
+    );
+    let multipart = file_route(
+        "post",
+        FILES,
+        "upload_files",
+        "Upload several files (multipart)",
+        MULTIPART_DESCRIPTION,
     );
     let delete = file_route(
         "delete",
@@ -181,6 +208,17 @@ pub(crate) fn file_routes() -> Vec<ApiRoute> {
                 ..upload
             },
             file_handlers::upload,
+        ),
+        route(
+            RouteDoc {
+                params: &[ID_PARAM],
+                request: Some("multipart/form-data"),
+                success_status: 201,
+                success: SuccessBody::Envelope("FileUploads"),
+                errors: MULTIPART_ERRORS,
+                ..multipart
+            },
+            file_handlers::upload_multipart,
         ),
         route(
             RouteDoc {

@@ -29,6 +29,7 @@ mod openapi_code;
 mod openapi_files;
 mod process_handlers;
 mod process_routes;
+mod pty_handlers;
 mod request_id;
 mod routes;
 mod serve;
@@ -36,7 +37,7 @@ mod state;
 
 use std::future::Future;
 
-pub use auth::AuthenticatedUser;
+pub use auth::{charge_authenticated, charge_unauthenticated, AuthenticatedUser};
 pub use error::{ApiError, ErrorBody, ErrorEnvelope, INTERNAL_MESSAGE};
 pub use json::{parse_json, ApiJson, BodyLimits};
 pub use metrics::{HttpMetrics, METRICS_CONTENT_TYPE};

@@ -35,6 +35,9 @@ pub enum SuccessBody {
     /// The envelope with this component as JSON, or a stream of events of the
     /// second component as NDJSON or server-sent events (chosen by `Accept`).
     Streamed(&'static str, &'static str),
+    /// `101 Switching Protocols`: the connection becomes a WebSocket (the
+    /// operation's description says what travels on it).
+    Upgrade,
 }
 
 /// Everything the document says about one operation.
@@ -129,7 +132,13 @@ fn operation(route: &RouteDoc) -> Value {
     }
     if let Some(component) = route.request {
         // A media type instead of a component: a raw (binary) body.
-        let content = if component.contains('/') {
+        let content = if component == "multipart/form-data" {
+            json!({component: {"schema": {
+                "type": "object",
+                "description": "One part per file; the part's filename (or field name) is its destination path",
+                "additionalProperties": {"type": "string", "format": "binary"}
+            }}})
+        } else if component.contains('/') {
             json!({component: {"schema": {"type": "string", "format": "binary"}}})
         } else {
             json!({"application/json": {"schema": reference(component)}})
@@ -200,6 +209,12 @@ fn append_code(entry: &mut Value, code: ErrorCode) {
 
 fn success_response(route: &RouteDoc) -> Value {
     let content = match route.success {
+        SuccessBody::Upgrade => {
+            return json!({
+                "description": "Switching Protocols: the connection is now a WebSocket",
+                "headers": {"x-request-id": {"$ref": "#/components/headers/RequestId"}}
+            })
+        }
         SuccessBody::Envelope(component) => json!({"application/json": {"schema": {
             "type": "object",
             "required": ["success", "data"],
@@ -368,7 +383,20 @@ fn view_schemas() -> Vec<(&'static str, Value)> {
                     "exit_code": {"type": ["integer", "null"]},
                     "execution_count": {"type": ["integer", "null"], "description": "The context's counter for a code execution; null for a command"},
                     "duration_ms": {"type": "integer"},
-                    "code_size": {"type": "integer"}, "created_at": timestamp
+                    "code_size": {"type": "integer"}, "created_at": timestamp,
+                    "code": {"type": "string", "description": "The code (the command for a command); only when the server keeps it (retention.store_code)"},
+                    "output": {
+                        "type": "object",
+                        "description": "The output, at most 64 KiB of text together; only when the server keeps it (retention.store_code)",
+                        "required": ["stdout", "stderr", "truncated"],
+                        "properties": {
+                            "stdout": {"type": "string"},
+                            "stderr": {"type": "string"},
+                            "text": {"type": "string", "description": "The main result's text/plain"},
+                            "error": {"type": "object", "required": ["name", "value"], "properties": {"name": {"type": "string"}, "value": {"type": "string"}}},
+                            "truncated": {"type": "boolean"}
+                        }
+                    }
                 }
             }),
         ),

@@ -120,8 +120,9 @@ fn events() -> Vec<(&'static str, Value)> {
     vec![(
         "ExecutionEvent",
         json!({
-            "description": "One streamed event: a line of application/x-ndjson, or the data of a text/event-stream event named after `type`. The last event is always `end`.",
+            "description": "One streamed event: a line of application/x-ndjson, or the data of a text/event-stream event named after `type`. The last event is always `end`. A stream silent for 15 s gets a keep-alive: the NDJSON event {\"type\": \"keepalive\"} (skip it), or the SSE comment line `: keep-alive`.",
             "oneOf": [
+                {"type": "object", "required": ["type"], "properties": {"type": {"const": "keepalive"}}, "description": "NDJSON only: nothing happened for 15 s"},
                 {"type": "object", "required": ["type", "text"], "properties": {"type": {"const": "stdout"}, "text": {"type": "string"}}},
                 {"type": "object", "required": ["type", "text"], "properties": {"type": {"const": "stderr"}, "text": {"type": "string"}}},
                 {"allOf": [{"type": "object", "required": ["type"], "properties": {"type": {"const": "result"}}}, reference("ExecutionResultBundle")]},

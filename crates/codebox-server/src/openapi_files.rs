@@ -47,6 +47,13 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
             }),
         ),
         (
+            "FileUploads",
+            json!({
+                "type": "object", "required": ["files"],
+                "properties": {"files": {"type": "array", "items": reference("FileUpload"), "description": "The files written, in the order of the parts"}}
+            }),
+        ),
+        (
             "FileDeleted",
             json!({
                 "type": "object", "required": ["path", "deleted"],

@@ -5,7 +5,7 @@ use codebox_types::ErrorCode;
 
 use crate::openapi::{ParamDoc, ParamLocation, RouteDoc, SuccessBody};
 use crate::routes::{authenticated, route, ApiRoute, ID_PARAM};
-use crate::{handlers, process_handlers};
+use crate::{handlers, process_handlers, pty_handlers};
 
 const PID_PARAM: ParamDoc = ParamDoc {
     name: "pid",
@@ -52,6 +52,58 @@ const STDIN_DESCRIPTION: &str = "Writes the raw request body to the process's st
 const CLOSE_DESCRIPTION: &str = "Closes the process's stdin: it reads end-of-file.";
 const SIGNAL_DESCRIPTION: &str = "Sends a signal to the process's group: SIGTERM, SIGKILL, \
     SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGSTOP or SIGCONT.";
+
+const fn query(
+    name: &'static str,
+    description: &'static str,
+    schema_type: &'static str,
+) -> ParamDoc {
+    ParamDoc {
+        name,
+        location: ParamLocation::Query,
+        description,
+        schema_type,
+    }
+}
+
+const PTY_PARAMS: &[ParamDoc] = &[
+    ID_PARAM,
+    query("cols", "Columns, 1 to 1000 (default 80)", "integer"),
+    query("rows", "Rows, 1 to 1000 (default 24)", "integer"),
+    query(
+        "cmd",
+        "Run `bash -c cmd` on the terminal instead of a login shell (`bash -l`)",
+        "string",
+    ),
+    query(
+        "cwd",
+        "Absolute working directory (default /home/user)",
+        "string",
+    ),
+    query(
+        "timeout",
+        "Seconds; the program's tree is killed after it (default: the sandbox's lifetime)",
+        "integer",
+    ),
+];
+const PTY_ERRORS: &[ErrorCode] = &[
+    ErrorCode::NotFound,
+    ErrorCode::SandboxGone,
+    ErrorCode::Conflict,
+    ErrorCode::ValidationError,
+];
+const PTY_DESCRIPTION: &str = "Opens a terminal: upgrades to a WebSocket (`Connection: Upgrade`, \
+    `Upgrade: websocket`) running a login shell (`bash -l`) as `user` on a pseudo-terminal. \
+    Query: `cols`, `rows`, `cmd`, `cwd`, `timeout` and `env.NAME=VALUE` (environment over the \
+    sandbox's; `TERM=xterm-256color` unless set); anything else is a VALIDATION_ERROR. The \
+    terminal is opened before the upgrade, so an unknown, foreign or ended sandbox is an \
+    ordinary 404/410 and no socket exists. Client to server: binary frames are keystrokes; a \
+    text frame `{\"type\": \"resize\", \"cols\": C, \"rows\": R}` resizes; any other text frame \
+    closes with 1008; a message over 1 MiB closes with 1009. Server to client: binary frames \
+    of terminal output. When the program exits the server closes with code 1000 and the reason \
+    `{\"exit_code\": N, \"signal\": N, \"timed_out\": B}` (JSON); 1011 if the sandbox ended, \
+    1001 on server shutdown. Closing the socket kills the shell and its children. Auth is the \
+    usual `X-API-Key` or `Authorization: Bearer` header (no credentials in the query string).";
 
 const METRICS_DESCRIPTION: &str = "Resource usage of a running sandbox from its cgroup and \
     workspace: CPU time, memory used and peak, disk used, pids, each with its limit.";
@@ -122,7 +174,25 @@ pub(crate) fn process_routes() -> Vec<ApiRoute> {
         "Sandbox resource usage",
         METRICS_DESCRIPTION,
     );
+    let pty = authenticated(
+        "get",
+        "/api/v1/sandboxes/{id}/pty",
+        "open_pty",
+        "Open a terminal (WebSocket)",
+        PTY_DESCRIPTION,
+    );
     vec![
+        route(
+            RouteDoc {
+                tag: "processes",
+                params: PTY_PARAMS,
+                success_status: 101,
+                success: SuccessBody::Upgrade,
+                errors: PTY_ERRORS,
+                ..pty
+            },
+            pty_handlers::open,
+        ),
         route(
             RouteDoc {
                 params: &[ID_PARAM],

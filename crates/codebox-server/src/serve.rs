@@ -161,7 +161,10 @@ impl Connection {
             .header_read_timeout(self.limits.header_read_timeout)
             .max_header_size(self.limits.max_header_bytes)
             .keep_alive(true)
-            .serve_connection(io, service);
+            .serve_connection(io, service)
+            // WebSockets (the terminal route): once upgraded, the connection
+            // future ends and the socket lives on in the handler's task.
+            .with_upgrades();
         tokio::pin!(connection);
         let mut draining = *self.drain.borrow();
         if draining {

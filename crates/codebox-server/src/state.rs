@@ -123,6 +123,19 @@ impl AppState {
         self
     }
 
+    /// Exports metrics read elsewhere at scrape time (codebox-node's
+    /// per-node capacity gauges).
+    pub fn with_collector(
+        self,
+        collector: Box<dyn prometheus_client::collector::Collector>,
+    ) -> Self {
+        self.registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .register_collector(collector);
+        self
+    }
+
     /// Exports `RedisHealth`'s failure count as `redis_failures_total`.
     pub fn with_redis_health(self, health: Arc<RedisHealth>) -> Self {
         self.with_external_counter(

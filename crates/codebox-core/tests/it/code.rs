@@ -74,6 +74,48 @@ async fn state_persists_in_the_default_context_and_is_recorded() {
 }
 
 #[tokio::test]
+async fn code_and_output_are_kept_only_when_configured() {
+    // Off by default: only the size.
+    let fixture = Fixture::new().await;
+    let alice = fixture.user("alice").await;
+    let id = sandbox(&fixture, &alice).await;
+    run(&fixture, &alice, &id, code("print('hi')\n1 + 1")).await;
+    let records = executions(&fixture, &alice, &id).await;
+    assert_eq!(records[0].code, None);
+    assert_eq!(records[0].output, None);
+
+    let mut settings = codebox_core::CoreSettings::with_defaults(crate::support::secrets());
+    settings.retention.store_code = true;
+    let fixture = Fixture::with_settings(settings).await;
+    let alice = fixture.user("alice").await;
+    let id = sandbox(&fixture, &alice).await;
+    run(&fixture, &alice, &id, code("print('hi')\n1 + 1")).await;
+    run(&fixture, &alice, &id, code("1/0")).await;
+    let flood = format!("print('{}')", "y".repeat(100_000));
+    run(&fixture, &alice, &id, code(&flood)).await;
+    let records = executions(&fixture, &alice, &id).await;
+    let output = |index: usize| -> serde_json::Value {
+        serde_json::from_str(records[index].output.as_deref().expect("kept")).expect("JSON")
+    };
+    // Newest first: the flood, the error, the first.
+    assert_eq!(records[2].code.as_deref(), Some("print('hi')\n1 + 1"));
+    assert_eq!(output(2)["stdout"], "hi\n");
+    assert_eq!(output(2)["text"], "2");
+    assert_eq!(output(2)["truncated"], false);
+    assert_eq!(output(1)["error"]["name"], "ZeroDivisionError");
+    let flooded = output(0);
+    assert_eq!(flooded["truncated"], true);
+    assert_eq!(
+        flooded["stdout"].as_str().expect("text").len(),
+        codebox_core::MAX_KEPT_OUTPUT_BYTES
+    );
+    let view = codebox_core::ExecutionView::from(records[2].clone());
+    let json = serde_json::to_value(&view).expect("serialises");
+    assert_eq!(json["code"], "print('hi')\n1 + 1");
+    assert_eq!(json["output"]["stdout"], "hi\n");
+}
+
+#[tokio::test]
 async fn errors_carry_name_value_and_traceback() {
     let fixture = Fixture::new().await;
     let alice = fixture.user("alice").await;

@@ -4,6 +4,7 @@
 mod accounts;
 mod code;
 mod jobs;
+mod pty;
 mod quota;
 mod sandboxes;
 mod support;

@@ -398,3 +398,32 @@ async fn output_over_the_cap_is_dropped_and_flagged() {
     let events = ndjson_events(&text);
     assert_eq!(events.last().expect("an end")["truncated"], true);
 }
+
+#[tokio::test]
+async fn silent_streams_get_keepalives_in_both_formats() {
+    let app = TestApp::start().await;
+    let id = app.create_sandbox(&app.alice).await;
+    // The fake's `sleep` runs on tokio time: paused, the 20 silent seconds (past
+    // the 15 s keep-alive interval, within the 30 s default timeout) pass at once.
+    tokio::time::pause();
+    let body = json!({"code": "sleep(20)\n1 + 1"});
+    let request = streaming(&app, &id, "application/x-ndjson", &body);
+    let text = Stream::open(&app, request, "application/x-ndjson")
+        .await
+        .rest()
+        .await;
+    let events = ndjson_events(&text);
+    let kinds = types(&events);
+    assert_eq!(kinds.first(), Some(&"keepalive"), "{text}");
+    assert_eq!(kinds.last(), Some(&"end"), "{text}");
+    assert!(kinds.contains(&"result"), "{text}");
+    assert_eq!(events[0], json!({"type": "keepalive"}));
+
+    let request = streaming(&app, &id, "text/event-stream", &body);
+    let text = Stream::open(&app, request, "text/event-stream")
+        .await
+        .rest()
+        .await;
+    assert!(text.starts_with(": keep-alive\n\n"), "{text}");
+    assert!(text.contains("event: end\n"), "{text}");
+}

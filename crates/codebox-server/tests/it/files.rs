@@ -260,3 +260,155 @@ async fn a_watch_streams_changes_as_server_sent_events() {
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
+
+const BOUNDARY: &str = "codebox-test-boundary";
+
+/// A `multipart/form-data` body of `(filename, name, content)` parts.
+fn multipart(parts: &[(Option<&str>, &str, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (filename, name, content) in parts {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+        let disposition = match filename {
+            Some(filename) => {
+                format!(
+                    "Content-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n"
+                )
+            }
+            None => format!("Content-Disposition: form-data; name=\"{name}\"\r\n"),
+        };
+        body.extend_from_slice(disposition.as_bytes());
+        body.extend_from_slice(b"Content-Type: application/octet-stream\r\n\r\n");
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+async fn post_multipart(app: &TestApp, key: &str, id: &str, body: Vec<u8>) -> Reply {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/api/v1/sandboxes/{id}/files"))
+        .header("x-api-key", key)
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(Body::from(body))
+        .expect("well-formed");
+    app.call(request).await
+}
+
+#[tokio::test]
+async fn a_multipart_upload_writes_every_part() {
+    let app = TestApp::start().await;
+    let key = app.alice.key.clone();
+    let id = app.create_sandbox(&app.alice).await;
+    let data = content();
+    let body = multipart(&[
+        (Some("a.txt"), "file", b"alpha"),
+        (Some("deep/dir/b.bin"), "file", &data),
+        (None, "by-name.txt", b"named"),
+        (Some("/tmp/abs.txt"), "file", b"absolute"),
+    ]);
+    let reply = post_multipart(&app, &key, &id, body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let files = reply.json()["data"]["files"].clone();
+    assert_eq!(
+        files,
+        json!([
+            {"path": "a.txt", "size": 5},
+            {"path": "deep/dir/b.bin", "size": data.len()},
+            {"path": "by-name.txt", "size": 5},
+            {"path": "/tmp/abs.txt", "size": 8},
+        ])
+    );
+    for (path, expected) in [
+        ("a.txt", b"alpha".to_vec()),
+        ("deep/dir/b.bin", data),
+        ("by-name.txt", b"named".to_vec()),
+        ("/tmp/abs.txt", b"absolute".to_vec()),
+    ] {
+        let reply = app.get(&files_url(&id, path), Some(&key)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.body.as_ref(), expected.as_slice(), "{path}");
+    }
+}
+
+fn files_url(id: &str, path: &str) -> String {
+    format!(
+        "/api/v1/sandboxes/{id}/files?path={}",
+        path.replace('/', "%2F")
+    )
+}
+
+#[tokio::test]
+async fn hostile_multipart_uploads_are_refused_or_contained() {
+    let mut options = Options::default();
+    options.core.limits.max_upload_bytes = 1000;
+    let app = TestApp::with(options).await;
+    let key = app.alice.key.clone();
+    let id = app.create_sandbox(&app.alice).await;
+
+    // `..` stops at the sandbox's own root.
+    let body = multipart(&[(Some("../../../etc/passwd"), "file", b"owned")]);
+    let reply = post_multipart(&app, &key, &id, body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let reply = app.get(&files_url(&id, "/etc/passwd"), Some(&key)).await;
+    assert_eq!(
+        reply.body.as_ref(),
+        b"owned",
+        "inside the fake sandbox only"
+    );
+
+    // A NUL in a destination is a validation error; the first part stays.
+    let body = multipart(&[
+        (Some("kept.txt"), "file", b"kept"),
+        (Some("bad\0name"), "file", b"x"),
+    ]);
+    let reply = post_multipart(&app, &key, &id, body).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    // Beside the error: what was written before it.
+    assert_eq!(reply.json()["data"]["files"][0]["path"], "kept.txt");
+
+    // Over the cap: 413 and no partial file.
+    let body = multipart(&[(Some("big.bin"), "file", &[7u8; 5000])]);
+    let reply = post_multipart(&app, &key, &id, body).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        reply.text()
+    );
+    let reply = app.get(&files_url(&id, "big.bin"), Some(&key)).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+
+    // A header that never ends is refused once it passes the bound.
+    let mut huge =
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"f\"; x=\"").into_bytes();
+    huge.extend(std::iter::repeat_n(b'a', 3 << 20));
+    let reply = post_multipart(&app, &key, &id, huge).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+
+    // No part without a destination, no other content type, no other tenant.
+    let body = multipart(&[(None, "", b"x")]);
+    let reply = post_multipart(&app, &key, &id, body).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/api/v1/sandboxes/{id}/files"))
+        .header("x-api-key", &key)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{}"))
+        .expect("well-formed");
+    let reply = app.call(request).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "{}",
+        reply.text()
+    );
+    let body = multipart(&[(Some("x.txt"), "file", b"x")]);
+    let reply = post_multipart(&app, &app.bob.key, &id, body).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text());
+}

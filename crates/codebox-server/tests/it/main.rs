@@ -9,6 +9,7 @@ mod files;
 mod limits;
 mod openapi;
 mod processes;
+mod pty;
 mod readiness;
 mod sandboxes;
 mod socket;
