@@ -30,6 +30,9 @@ use crate::dependencies::{rate_limiter, with_cache};
 use crate::templates::{self, BackgroundBuilds};
 
 pub async fn serve(config: CodeboxConfig) -> anyhow::Result<()> {
+    if config.role == codebox_config::Role::Api {
+        return crate::node::serve_api(config).await;
+    }
     ensure_data_dir(&config.data_dir)?;
     allow_runtime_traversal(&config)?;
     let secrets = resolve_secrets(&config)?;
@@ -56,7 +59,7 @@ pub async fn serve(config: CodeboxConfig) -> anyhow::Result<()> {
         let stop = wait_for(stop_rx.clone());
         async move { core.run_reaper(stop).await }
     });
-    let result = run_http(&core, &config, cache.as_ref(), stop_rx).await;
+    let result = run_http(&core, &config, cache.as_ref(), stop_rx, |state| state).await;
     // Whatever ended the server, the sandboxes must not outlive it.
     let _ = stop_tx.send(true);
     let _ = reaper.await;
@@ -67,11 +70,12 @@ pub async fn serve(config: CodeboxConfig) -> anyhow::Result<()> {
     result
 }
 
-async fn run_http(
+pub(crate) async fn run_http(
     core: &Arc<Core>,
     config: &CodeboxConfig,
     cache: Option<&crate::dependencies::Cache>,
     stop: watch::Receiver<bool>,
+    decorate: impl FnOnce(AppState) -> AppState,
 ) -> anyhow::Result<()> {
     let address = format!("{}:{}", config.server.host, config.server.port);
     let listener = TcpListener::bind(&address)
@@ -86,9 +90,12 @@ async fn run_http(
     if let Some(cache) = cache {
         state = cache.export_metrics(state);
     }
+    state = decorate(state);
     let metrics_server = spawn_metrics_listener(config, &state, stop.clone()).await?;
     let streams = state.clone();
-    let router = codebox_server::router(state);
+    let router = crate::e2b::wrap(config, state.clone(), codebox_server::router(state));
+    let e2b_tls =
+        crate::e2b::spawn_tls(config, router.clone(), shutdown_signal(stop.clone())).await?;
     tracing::info!(address = %address, "codebox listening");
     let shutdown = async move {
         shutdown_signal(stop).await;
@@ -101,6 +108,14 @@ async fn run_http(
         .context("the HTTP server failed");
     if let Some(task) = metrics_server {
         task.abort();
+    }
+    if let Some(task) = e2b_tls {
+        if served.is_ok() {
+            // It drains on the same signal as the main listener.
+            let _ = task.await;
+        } else {
+            task.abort();
+        }
     }
     served
 }
@@ -136,7 +151,7 @@ async fn spawn_metrics_listener(
 
 /// The Linux runtime: root `<data_dir>/runtime`, the agent next to this
 /// executable unless `runtime.agent_path` says otherwise.
-fn build_runtime(config: &CodeboxConfig) -> anyhow::Result<LinuxRuntime> {
+pub(crate) fn build_runtime(config: &CodeboxConfig) -> anyhow::Result<LinuxRuntime> {
     let root = absolute(config.runtime_root())?;
     let agent = match &config.runtime.agent_path {
         Some(path) => absolute(path.clone())?,
@@ -205,7 +220,7 @@ fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
     std::path::absolute(&path).with_context(|| format!("cannot resolve {}", path.display()))
 }
 
-async fn announce_bootstrap(core: &Core, config: &CodeboxConfig) -> anyhow::Result<()> {
+pub(crate) async fn announce_bootstrap(core: &Core, config: &CodeboxConfig) -> anyhow::Result<()> {
     let empty = core
         .accounts()
         .is_empty()
@@ -228,7 +243,7 @@ async fn announce_bootstrap(core: &Core, config: &CodeboxConfig) -> anyhow::Resu
 }
 
 /// Resolves on SIGTERM, SIGINT, or when `stop` turns true.
-async fn shutdown_signal(stop: watch::Receiver<bool>) {
+pub(crate) async fn shutdown_signal(stop: watch::Receiver<bool>) {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {
@@ -248,7 +263,7 @@ async fn shutdown_signal(stop: watch::Receiver<bool>) {
 }
 
 /// Resolves once the watch turns true (or its sender is gone).
-async fn wait_for(mut stop: watch::Receiver<bool>) {
+pub(crate) async fn wait_for(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 

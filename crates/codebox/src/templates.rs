@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,22 +21,26 @@ use anyhow::Context as _;
 use codebox_config::{CodeboxConfig, ContextLanguage};
 use codebox_runtime::{Language, LinuxRuntime, LinuxRuntimeConfig};
 use codebox_template::{
-    Cancellable, SandboxEnvironment, TemplateCatalog, TemplateStatus, TracingProgress,
-    WriteProgress, PYTHON_MOUNT_POINT,
+    BuildStep, Cancellable, Progress, SandboxEnvironment, TemplateCatalog, TemplateStatus,
+    TracingProgress, WriteProgress, PYTHON_MOUNT_POINT,
 };
 
 use crate::admin::say;
-use crate::cli::TemplateCommand;
+use crate::cli::{OutputFormat, TemplateCommand};
 
 /// The base `PATH` of sandboxes (the agent's default), after the templates'
 /// own directories.
 pub const SANDBOX_BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// `codebox template ...`.
-pub async fn run(command: TemplateCommand, config: &CodeboxConfig) -> anyhow::Result<()> {
+pub async fn run(
+    command: TemplateCommand,
+    config: &CodeboxConfig,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
     let catalog = catalog(config);
     match command {
-        TemplateCommand::List { .. } => list(&catalog).await,
+        TemplateCommand::List { .. } => list(&catalog, output).await,
         TemplateCommand::Build { name, force, .. } => {
             let names = match name {
                 Some(name) => vec![known(&catalog, &name)?],
@@ -208,12 +212,38 @@ fn known(catalog: &TemplateCatalog, name: &str) -> anyhow::Result<String> {
     }
 }
 
-async fn list(catalog: &TemplateCatalog) -> anyhow::Result<()> {
+async fn list(catalog: &TemplateCatalog, output: OutputFormat) -> anyhow::Result<()> {
     let catalog = catalog.clone();
     let statuses = tokio::task::spawn_blocking(move || catalog.list())
         .await
         .context("the template listing panicked")?;
-    say(&render_list(&statuses))
+    match output {
+        OutputFormat::Text => say(&render_list(&statuses)),
+        OutputFormat::Json => {
+            let text = serde_json::to_string_pretty(&list_json(&statuses))
+                .context("cannot print the listing")?;
+            say(&format!("{text}\n"))
+        }
+    }
+}
+
+/// `{"templates": [...]}` for `--output json`.
+fn list_json(statuses: &[TemplateStatus]) -> serde_json::Value {
+    let templates: Vec<serde_json::Value> = statuses
+        .iter()
+        .map(|status| {
+            serde_json::json!({
+                "name": status.name,
+                "state": status.state.as_str(),
+                "mount_point": status.mount_point.display().to_string(),
+                "host_path": status.host_path.display().to_string(),
+                "size_bytes": status.size_bytes,
+                "built_at": status.built_at,
+                "versions": status.versions,
+            })
+        })
+        .collect();
+    serde_json::json!({ "templates": templates })
 }
 
 /// One line per template: name, state, mount point, size, build time, versions,
@@ -280,13 +310,19 @@ fn build_all(
     force: bool,
     cancel: &Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
+    // A redrawn bar on a terminal; plain lines (for logs and pipes) otherwise.
+    let terminal = std::io::stderr().is_terminal();
     for name in names {
-        let mut progress =
-            Cancellable::new(WriteProgress::new(std::io::stderr()), Arc::clone(cancel));
-        let built = if force {
-            catalog.build(name, &mut progress)
+        let built = if terminal {
+            let mut progress =
+                Cancellable::new(BarProgress::new(std::io::stderr()), Arc::clone(cancel));
+            let built = build_one(catalog, name, force, &mut progress);
+            BarProgress::new(std::io::stderr()).clear();
+            built
         } else {
-            catalog.ensure_built(name, &mut progress)
+            let mut progress =
+                Cancellable::new(WriteProgress::new(std::io::stderr()), Arc::clone(cancel));
+            build_one(catalog, name, force, &mut progress)
         };
         let built = built.with_context(|| format!("cannot build the {name} template"))?;
         say(&format!(
@@ -296,6 +332,98 @@ fn build_all(
         ))?;
     }
     Ok(())
+}
+
+fn build_one(
+    catalog: &TemplateCatalog,
+    name: &str,
+    force: bool,
+    progress: &mut dyn Progress,
+) -> Result<codebox_template::BuiltTemplate, codebox_template::BuildError> {
+    if force {
+        catalog.build(name, progress)
+    } else {
+        catalog.ensure_built(name, progress)
+    }
+}
+
+/// The build steps in the order they run (a template skips the ones it does
+/// not have: python3 has no npm install, node no venv).
+const STEPS: [BuildStep; 11] = [
+    BuildStep::Inspect,
+    BuildStep::Lock,
+    BuildStep::Prepare,
+    BuildStep::CreateVenv,
+    BuildStep::PipInstall,
+    BuildStep::NpmInstall,
+    BuildStep::Relocate,
+    BuildStep::Verify,
+    BuildStep::Permissions,
+    BuildStep::Manifest,
+    BuildStep::Install,
+];
+
+/// A one-line progress bar redrawn in place on a terminal:
+/// `[python3] [########------------] 5/11 pip install: Collecting numpy...`.
+/// Notes (waiting for a lock, ...) are printed on their own lines above it.
+struct BarProgress<W: Write> {
+    writer: W,
+    width: usize,
+}
+
+impl<W: Write + std::os::fd::AsFd> BarProgress<W> {
+    fn new(writer: W) -> Self {
+        let width = codebox_sys::terminal::window_size(writer.as_fd())
+            .map(|size| usize::from(size.cols))
+            .unwrap_or(80)
+            .max(20);
+        Self { writer, width }
+    }
+
+    fn draw(&mut self, template: &str, step: BuildStep, detail: &str) {
+        let line = bar_line(template, step, detail, self.width - 1);
+        let _ = write!(self.writer, "\r\x1b[2K{line}");
+        let _ = self.writer.flush();
+    }
+
+    /// Erases the bar.
+    fn clear(&mut self) {
+        let _ = write!(self.writer, "\r\x1b[2K");
+        let _ = self.writer.flush();
+    }
+}
+
+impl<W: Write + std::os::fd::AsFd> Progress for BarProgress<W> {
+    fn step(&mut self, template: &str, step: BuildStep) {
+        self.draw(template, step, "");
+    }
+    fn output(&mut self, template: &str, step: BuildStep, line: &str) {
+        self.draw(template, step, line);
+    }
+    fn note(&mut self, template: &str, message: &str) {
+        self.clear();
+        let _ = writeln!(self.writer, "[{template}] {message}");
+    }
+}
+
+/// One bar line, at most `width` characters, control characters removed
+/// (pip's output could move the cursor).
+fn bar_line(template: &str, step: BuildStep, detail: &str, width: usize) -> String {
+    const CELLS: usize = 20;
+    let position = STEPS.iter().position(|known| *known == step).unwrap_or(0) + 1;
+    let filled = position * CELLS / STEPS.len();
+    let mut line = format!(
+        "[{template}] [{}{}] {position}/{} {step}",
+        "#".repeat(filled),
+        "-".repeat(CELLS - filled),
+        STEPS.len()
+    );
+    let detail: String = detail.chars().filter(|c| !c.is_control()).collect();
+    if !detail.trim().is_empty() {
+        line.push_str(": ");
+        line.push_str(detail.trim());
+    }
+    line.chars().take(width).collect()
 }
 
 /// Mounts and environment variables of the built templates, as plain data for
@@ -548,6 +676,35 @@ mod tests {
             format!("/opt/codebox/python3/bin:{SANDBOX_BASE_PATH}")
         );
         assert_eq!(plain.env["MPLBACKEND"], "Agg");
+    }
+
+    #[test]
+    fn the_bar_fills_with_the_steps_and_fits_the_width() {
+        let first = bar_line("python3", BuildStep::Inspect, "", 200);
+        assert_eq!(first, "[python3] [#-------------------] 1/11 inspect");
+        let last = bar_line("node", BuildStep::Install, "", 200);
+        assert!(
+            last.contains("[####################] 11/11 install"),
+            "{last}"
+        );
+        let long = bar_line(
+            "python3",
+            BuildStep::PipInstall,
+            &"x\x1b[2J".repeat(100),
+            60,
+        );
+        assert_eq!(long.chars().count(), 60);
+        assert!(!long.contains('\x1b'), "{long}");
+    }
+
+    #[test]
+    fn the_json_list_has_every_template() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let statuses = TemplateCatalog::new(dir.path()).list();
+        let json = list_json(&statuses);
+        assert_eq!(json["templates"][0]["name"], "python3");
+        assert_eq!(json["templates"][0]["state"], "missing");
+        assert_eq!(json["templates"][1]["mount_point"], "/opt/codebox/node");
     }
 
     #[test]

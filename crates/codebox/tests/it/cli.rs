@@ -333,7 +333,7 @@ fn serve_uses_the_configured_bootstrap_key() {
 
 /// Removes the (empty) cgroup parent directories the server's runtime created,
 /// on every controller, when the test ends (also on failure).
-pub struct CgroupCleanup(String);
+pub struct CgroupCleanup(pub String);
 
 impl Drop for CgroupCleanup {
     fn drop(&mut self) {
